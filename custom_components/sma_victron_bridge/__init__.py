@@ -1,0 +1,47 @@
+"""SMA Victron Bridge: SMA and Victron power systems in Home Assistant.
+
+Each config entry talks to one device of one kind (see ``const.DeviceKind``); the kind's module in
+``devices/`` builds the runtime that owns the connection, the coordinator and the entity
+descriptions, and the platforms stay generic.
+"""
+
+from __future__ import annotations
+
+from homeassistant.core import HomeAssistant
+
+from .const import CONF_DEVICE, DeviceKind
+from .devices.base import DeviceRuntime
+from .runtime import BridgeConfigEntry
+
+
+def _create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
+    kind = DeviceKind(entry.data[CONF_DEVICE])
+    if kind is DeviceKind.VEDIRECT:
+        from .devices.vedirect import VeDirectRuntime
+
+        return VeDirectRuntime(hass, entry)
+    raise NotImplementedError(kind)  # pragma: no cover - every DeviceKind has a runtime
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> bool:
+    """Connect to the entry's device and set up its entities."""
+    runtime = _create_runtime(hass, entry)
+    await runtime.async_start()
+    entry.runtime_data = runtime
+    await hass.config_entries.async_forward_entry_setups(entry, runtime.platforms)
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> bool:
+    """Unload the entities, then shut the device link down safely."""
+    runtime = entry.runtime_data
+    unloaded = await hass.config_entries.async_unload_platforms(entry, runtime.platforms)
+    if unloaded:
+        await runtime.async_shutdown()
+    return unloaded
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+    """Options change what the runtime does (e.g. forwarding): reload to apply them."""
+    await hass.config_entries.async_reload(entry.entry_id)

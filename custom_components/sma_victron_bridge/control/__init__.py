@@ -1,0 +1,1 @@
+"""Pure battery-control logic: battery snapshots, charge state machine and limit policy."""

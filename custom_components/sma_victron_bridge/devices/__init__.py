@@ -1,0 +1,1 @@
+"""Home Assistant glue, one module per device kind: coordinator and entity descriptions."""

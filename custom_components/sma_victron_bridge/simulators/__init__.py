@@ -1,0 +1,1 @@
+"""Pure device simulators that speak the real wire protocols over real transports."""

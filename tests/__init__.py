@@ -1,0 +1,1 @@
+"""Tests of the sma_victron_bridge integration."""

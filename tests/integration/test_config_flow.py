@@ -1,0 +1,318 @@
+"""Config flow: every step, every error and its recovery, duplicates, USB discovery, reconfigure."""
+
+from __future__ import annotations
+
+from homeassistant.config_entries import SOURCE_USB, SOURCE_USER, ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers.service_info.usb import UsbServiceInfo
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.sma_victron_bridge.const import (
+    CONF_FORWARD_SOURCE,
+    CONF_FORWARD_TEMPERATURE_ENTITY,
+    CONF_FORWARD_VOLTAGE_ENTITY,
+    CONF_PORT,
+    CONF_SERIAL_NUMBER,
+    CONF_SIMULATED,
+    CONF_STALE_AFTER,
+    DOMAIN,
+)
+from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
+
+from .conftest import BMV_SERIAL, MPPT_SERIAL, vedirect_entry
+
+
+async def _start_manual(hass: HomeAssistant) -> str:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["vedirect"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "vedirect"}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "vedirect"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "manual"}
+    )
+    assert result["step_id"] == "vedirect_manual"
+    return result["flow_id"]
+
+
+async def test_manual_port_creates_entry_named_by_device(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    flow_id = await _start_manual(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: mppt_sim.port})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == f"SmartSolar MPPT 75|15 {MPPT_SERIAL}"
+    assert result["data"][CONF_PORT] == mppt_sim.port
+    assert result["data"][CONF_SERIAL_NUMBER] == MPPT_SERIAL
+    assert result["data"]["family"] == "mppt"
+    assert result["result"].unique_id == MPPT_SERIAL
+    await hass.async_block_till_done()
+    assert result["result"].state is ConfigEntryState.LOADED
+    assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_missing_port_then_recovery(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    flow_id = await _start_manual(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_PORT: "/dev/does-not-exist"}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "port_not_found"}
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: mppt_sim.port})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_silent_device_then_recovery(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    mppt_sim.set_silent(True)
+    flow_id = await _start_manual(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: mppt_sim.port})
+    assert result["errors"] == {"base": "no_answer"}
+    mppt_sim.set_silent(False)
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: mppt_sim.port})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_garbage_is_not_vedirect(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
+    mppt_sim.set_corrupt_checksums(True)
+    flow_id = await _start_manual(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: mppt_sim.port})
+    assert result["errors"] == {"base": "not_vedirect"}
+
+
+async def test_duplicate_device_aborts(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
+    existing = vedirect_entry(mppt_sim, "mppt")
+    existing.add_to_hass(hass)
+    flow_id = await _start_manual(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: mppt_sim.port})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_device_without_serial_text_uses_hex_serial(
+    hass: HomeAssistant, bmv_sim: VeDirectSimulator
+) -> None:
+    flow_id = await _start_manual(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, {CONF_PORT: bmv_sim.port})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == f"BMV-712 Smart {BMV_SERIAL}"
+    assert result["data"]["family"] == "battery_monitor"
+    assert result["result"].unique_id == BMV_SERIAL
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_simulated_device_only_in_advanced_mode(hass: HomeAssistant) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "vedirect"}
+    )
+    values = [o["value"] for o in result["data_schema"].schema[CONF_PORT].config["options"]]
+    assert "simulated_mppt" not in values
+
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USER, "show_advanced_options": True}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "vedirect"}
+    )
+    values = [o["value"] for o in result["data_schema"].schema[CONF_PORT].config["options"]]
+    assert {"simulated_mppt", "simulated_bmv", "manual"} <= set(values)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "simulated_mppt"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"].startswith("Simulated SmartSolar MPPT 75|15 HQSIM")
+    assert result["data"][CONF_SIMULATED] == "mppt"
+    entry = result["result"]
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    state = hass.states.get("sensor.simulated_smartsolar_mppt_75_15_" + entry.data[
+        CONF_SERIAL_NUMBER
+    ].lower() + "_battery_voltage")
+    assert state is not None
+    assert 10.0 < float(state.state) < 16.0
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+def _usb_info(port: str) -> UsbServiceInfo:
+    return UsbServiceInfo(
+        device=port,
+        vid="0403",
+        pid="6015",
+        serial_number="HQ1234ABCD",
+        manufacturer="VictronEnergy BV",
+        description="VE Direct cable",
+    )
+
+
+async def test_usb_discovery_confirm_creates_entry(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USB}, data=_usb_info(mppt_sim.port)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "usb_confirm"
+    assert result["description_placeholders"]["name"] == f"SmartSolar MPPT 75|15 {MPPT_SERIAL}"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["result"].unique_id == MPPT_SERIAL
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_usb_discovery_of_configured_port_aborts(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    vedirect_entry(mppt_sim, "mppt").add_to_hass(hass)
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USB}, data=_usb_info(mppt_sim.port)
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_usb_discovery_updates_moved_device(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    moved = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=MPPT_SERIAL,
+        data={"device": "vedirect", CONF_PORT: "/dev/old-port", "family": "mppt"},
+    )
+    moved.add_to_hass(hass)
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USB}, data=_usb_info(mppt_sim.port)
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert moved.data[CONF_PORT] == mppt_sim.port
+
+
+async def test_usb_discovery_of_silent_device_aborts(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    mppt_sim.set_silent(True)
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USB}, data=_usb_info(mppt_sim.port)
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "no_answer"
+
+
+async def test_reconfigure_to_new_port(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=MPPT_SERIAL,
+        data={"device": "vedirect", CONF_PORT: "/dev/old-port", "family": "mppt"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    assert result["step_id"] == "reconfigure"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "manual"}
+    )
+    assert result["step_id"] == "reconfigure_manual"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "/dev/nothing-here"}
+    )
+    assert result["errors"] == {"base": "port_not_found"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: mppt_sim.port}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data[CONF_PORT] == mppt_sim.port
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_reconfigure_to_other_device_aborts(
+    hass: HomeAssistant, bmv_sim: VeDirectSimulator
+) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=MPPT_SERIAL,
+        data={"device": "vedirect", CONF_PORT: "/dev/old-port", "family": "mppt"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "manual"}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: bmv_sim.port}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "wrong_device"
+    assert entry.data[CONF_PORT] == "/dev/old-port"
+
+
+async def test_reconfigure_simulated_aborts(hass: HomeAssistant) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id="simulated_HQSIM000001",
+        data={"device": "vedirect", CONF_PORT: "", CONF_SIMULATED: "mppt", "family": "mppt"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "simulated_fixed"
+
+
+async def test_options_flow_only_for_chargers(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator, bmv_sim: VeDirectSimulator
+) -> None:
+    mppt = vedirect_entry(mppt_sim, "mppt")
+    bmv = vedirect_entry(bmv_sim, "battery_monitor")
+    mppt.add_to_hass(hass)
+    bmv.add_to_hass(hass)
+    assert mppt.supports_options
+    assert not bmv.supports_options
+
+    result = await hass.config_entries.options.async_init(mppt.entry_id)
+    assert result["step_id"] == "init"
+    sources = [o["value"] for o in result["data_schema"].schema[CONF_FORWARD_SOURCE].config["options"]]
+    assert sources == ["none", bmv.entry_id, "entities"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_FORWARD_SOURCE: bmv.entry_id, CONF_STALE_AFTER: 20}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert mppt.options == {CONF_FORWARD_SOURCE: bmv.entry_id, CONF_STALE_AFTER: 20.0}
+
+
+async def test_options_flow_entities_requires_one(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    mppt = vedirect_entry(mppt_sim, "mppt")
+    mppt.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(mppt.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_FORWARD_SOURCE: "entities", CONF_STALE_AFTER: 30}
+    )
+    assert result["step_id"] == "entities"
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {})
+    assert result["errors"] == {"base": "no_entity"}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            CONF_FORWARD_VOLTAGE_ENTITY: "sensor.battery_voltage",
+            CONF_FORWARD_TEMPERATURE_ENTITY: "sensor.battery_temperature",
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert mppt.options[CONF_FORWARD_VOLTAGE_ENTITY] == "sensor.battery_voltage"
+    assert mppt.options[CONF_FORWARD_SOURCE] == "entities"

@@ -1,0 +1,47 @@
+"""The pure packages stay pure: protocols/, control/ and simulators/ never import Home Assistant."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "custom_components" / "sma_victron_bridge"
+PURE = ("protocols", "control", "simulators")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                modules.add(node.module)
+            elif node.level >= 2:
+                # `from ..x import y` inside a pure package reaches the HA glue.
+                modules.add("." * node.level + (node.module or ""))
+    return modules
+
+
+@pytest.mark.parametrize("package", PURE)
+def test_pure_package_does_not_import_homeassistant(package: str) -> None:
+    files = sorted((PACKAGE / package).rglob("*.py"))
+    assert files, f"{package} has no modules"
+    offenders: list[str] = []
+    for path in files:
+        for module in _imported_modules(path):
+            if module.split(".")[0] == "homeassistant":
+                offenders.append(f"{path.name}: {module}")
+            if module.startswith("..") and not module.startswith("..protocols"):
+                if not module.startswith(("..control", "..simulators")):
+                    offenders.append(f"{path.name}: {module}")
+    assert offenders == []
+
+
+def test_checker_catches_an_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import homeassistant.core\nfrom ..const import DOMAIN\n")
+    assert _imported_modules(sample) == {"homeassistant.core", "..const"}
