@@ -6,7 +6,6 @@ this repository's ``custom_components`` rather than the test harness's own.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -15,6 +14,5 @@ import custom_components.sma_victron_bridge  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
-def auto_enable_custom_integrations(enable_custom_integrations: Any) -> Generator[None]:
+def auto_enable_custom_integrations(enable_custom_integrations: Any) -> None:
     """Let every Home Assistant test load this custom integration."""
-    return

@@ -35,9 +35,9 @@ def test_pure_package_does_not_import_homeassistant(package: str) -> None:
         for module in _imported_modules(path):
             if module.split(".")[0] == "homeassistant":
                 offenders.append(f"{path.name}: {module}")
-            if module.startswith("..") and not module.startswith("..protocols"):
-                if not module.startswith(("..control", "..simulators")):
-                    offenders.append(f"{path.name}: {module}")
+            pure_sibling = module.startswith(("..protocols", "..control", "..simulators"))
+            if module.startswith("..") and not pure_sibling:
+                offenders.append(f"{path.name}: {module}")
     assert offenders == []
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from homeassistant.components import usb
 from homeassistant.config_entries import (
@@ -47,7 +47,7 @@ from .simulators.vedirect import VeDirectSimulator
 CONF_FAMILY = "family"
 PORT_MANUAL = "manual"
 SIMULATED_PREFIX = "simulated_"
-SIMULATED_MODELS = ("mppt", "bmv")
+SIMULATED_MODELS: dict[str, Literal["mppt", "bmv"]] = {"mppt": "mppt", "bmv": "bmv"}
 
 
 def _list_serial_ports() -> dict[str, str]:
@@ -141,7 +141,8 @@ class BridgeConfigFlow(ConfigFlow, domain=DOMAIN):
             if port == PORT_MANUAL:
                 return await self.async_step_vedirect_manual()
             if port.startswith(SIMULATED_PREFIX):
-                return await self._async_create_simulated(port.removeprefix(SIMULATED_PREFIX))
+                model = SIMULATED_MODELS[port.removeprefix(SIMULATED_PREFIX)]
+                return await self._async_create_simulated(model)
             result = await self._async_try_probe(port, errors)
             if result is not None:
                 return await self._async_finish(port, result)
@@ -191,7 +192,7 @@ class BridgeConfigFlow(ConfigFlow, domain=DOMAIN):
             },
         )
 
-    async def _async_create_simulated(self, model: str) -> ConfigFlowResult:
+    async def _async_create_simulated(self, model: Literal["mppt", "bmv"]) -> ConfigFlowResult:
         """Start the built-in simulator on a PTY and test it like real hardware."""
         serial_number = f"HQSIM{secrets.randbelow(10**6):06d}"
         simulator = VeDirectSimulator(model, serial_number=serial_number)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from homeassistant.config_entries import SOURCE_USB, SOURCE_USER, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -21,6 +23,13 @@ from custom_components.sma_victron_bridge.const import (
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
 from .conftest import BMV_SERIAL, MPPT_SERIAL, vedirect_entry
+
+
+def select_values(result: Any, key: str) -> list[str]:
+    """The option values a select field of a form offers."""
+    schema = result["data_schema"]
+    assert schema is not None
+    return [option["value"] for option in schema.schema[key].config["options"]]
 
 
 async def _start_manual(hass: HomeAssistant) -> str:
@@ -55,9 +64,7 @@ async def test_manual_port_creates_entry_named_by_device(
     assert await hass.config_entries.async_unload(result["result"].entry_id)
 
 
-async def test_missing_port_then_recovery(
-    hass: HomeAssistant, mppt_sim: VeDirectSimulator
-) -> None:
+async def test_missing_port_then_recovery(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
     flow_id = await _start_manual(hass)
     result = await hass.config_entries.flow.async_configure(
         flow_id, {CONF_PORT: "/dev/does-not-exist"}
@@ -118,7 +125,7 @@ async def test_simulated_device_only_in_advanced_mode(hass: HomeAssistant) -> No
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "vedirect"}
     )
-    values = [o["value"] for o in result["data_schema"].schema[CONF_PORT].config["options"]]
+    values = select_values(result, CONF_PORT)
     assert "simulated_mppt" not in values
 
     result = await hass.config_entries.flow.async_init(
@@ -127,7 +134,7 @@ async def test_simulated_device_only_in_advanced_mode(hass: HomeAssistant) -> No
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "vedirect"}
     )
-    values = [o["value"] for o in result["data_schema"].schema[CONF_PORT].config["options"]]
+    values = select_values(result, CONF_PORT)
     assert {"simulated_mppt", "simulated_bmv", "manual"} <= set(values)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_PORT: "simulated_mppt"}
@@ -138,9 +145,11 @@ async def test_simulated_device_only_in_advanced_mode(hass: HomeAssistant) -> No
     entry = result["result"]
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    state = hass.states.get("sensor.simulated_smartsolar_mppt_75_15_" + entry.data[
-        CONF_SERIAL_NUMBER
-    ].lower() + "_battery_voltage")
+    state = hass.states.get(
+        "sensor.simulated_smartsolar_mppt_75_15_"
+        + entry.data[CONF_SERIAL_NUMBER].lower()
+        + "_battery_voltage"
+    )
     assert state is not None
     assert 10.0 < float(state.state) < 16.0
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -165,6 +174,7 @@ async def test_usb_discovery_confirm_creates_entry(
     )
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "usb_confirm"
+    assert result["description_placeholders"] is not None
     assert result["description_placeholders"]["name"] == f"SmartSolar MPPT 75|15 {MPPT_SERIAL}"
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -285,7 +295,7 @@ async def test_options_flow_only_for_chargers(
 
     result = await hass.config_entries.options.async_init(mppt.entry_id)
     assert result["step_id"] == "init"
-    sources = [o["value"] for o in result["data_schema"].schema[CONF_FORWARD_SOURCE].config["options"]]
+    sources = select_values(result, CONF_FORWARD_SOURCE)
     assert sources == ["none", bmv.entry_id, "entities"]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {CONF_FORWARD_SOURCE: bmv.entry_id, CONF_STALE_AFTER: 20}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from homeassistant.const import STATE_UNAVAILABLE
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import pytest
@@ -79,7 +79,8 @@ async def test_stale_source_stops_writes_and_raises_repair(
 
     await bmv_sim.unplug()
     await wait_for(
-        hass, lambda: issues.async_get_issue(DOMAIN, stale_issue_id(mppt.entry_id)) is not None,
+        hass,
+        lambda: issues.async_get_issue(DOMAIN, stale_issue_id(mppt.entry_id)) is not None,
         timeout=10,
     )
     assert state_value(hass, f"{MPPT}_battery_sense") == "stale"
@@ -90,7 +91,8 @@ async def test_stale_source_stops_writes_and_raises_repair(
 
     await bmv_sim.replug()
     await wait_for(
-        hass, lambda: issues.async_get_issue(DOMAIN, stale_issue_id(mppt.entry_id)) is None,
+        hass,
+        lambda: issues.async_get_issue(DOMAIN, stale_issue_id(mppt.entry_id)) is None,
         timeout=15,
     )
     await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) > count, timeout=5)
@@ -102,12 +104,8 @@ async def test_stale_source_stops_writes_and_raises_repair(
 async def test_forward_from_home_assistant_sensors(
     hass: HomeAssistant, mppt_sim: VeDirectSimulator
 ) -> None:
-    hass.states.async_set(
-        "sensor.house_battery_voltage", "52.61", {"unit_of_measurement": "V"}
-    )
-    hass.states.async_set(
-        "sensor.house_battery_temperature", "77.0", {"unit_of_measurement": "°F"}
-    )
+    hass.states.async_set("sensor.house_battery_voltage", "52.61", {"unit_of_measurement": "V"})
+    hass.states.async_set("sensor.house_battery_temperature", "77.0", {"unit_of_measurement": "°F"})
     mppt = vedirect_entry(
         mppt_sim,
         "mppt",
@@ -154,3 +152,21 @@ async def test_no_forwarding_without_option(
     assert writes_of(mppt_sim, SENSE_V) == []
     assert hass.states.get(f"{MPPT}_battery_sense") is None
     assert await hass.config_entries.async_unload(mppt.entry_id)
+
+
+async def test_home_assistant_stop_releases_forwarding(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator, bmv_sim: VeDirectSimulator
+) -> None:
+    bmv = vedirect_entry(bmv_sim, "battery_monitor")
+    await setup_entry(hass, bmv)
+    await wait_for(hass, lambda: bmv.runtime_data.snapshot is not None)
+    mppt = vedirect_entry(mppt_sim, "mppt", {CONF_FORWARD_SOURCE: bmv.entry_id})
+    await setup_entry(hass, mppt)
+    await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) >= 1, timeout=5)
+    # Home Assistant does not unload entries when it stops; the stop event must release.
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
+    await hass.async_block_till_done()
+    assert writes_of(mppt_sim, SENSE_V)[-1][1] == b"\xff\xff"
+    assert writes_of(mppt_sim, SENSE_T)[-1][1] == b"\xff\x7f"
+    assert await hass.config_entries.async_unload(mppt.entry_id)
+    assert await hass.config_entries.async_unload(bmv.entry_id)

@@ -47,6 +47,12 @@ def state_value(hass: HomeAssistant, entity_id: str) -> str | None:
     return None if state is None else state.state
 
 
+def entry_state(entry: MockConfigEntry) -> ConfigEntryState:
+    """The entry's state, read fresh (a plain attribute access would be narrowed by mypy)."""
+    state: ConfigEntryState = entry.state
+    return state
+
+
 async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
@@ -176,7 +182,7 @@ async def test_reload_keeps_entities(hass: HomeAssistant, mppt_sim: VeDirectSimu
         lambda: state_value(hass, f"{MPPT}_battery_voltage") not in (None, STATE_UNAVAILABLE),
     )
     assert await hass.config_entries.async_unload(entry.entry_id)
-    assert entry.state is ConfigEntryState.NOT_LOADED
+    assert entry_state(entry) is ConfigEntryState.NOT_LOADED
     assert state_value(hass, f"{MPPT}_battery_voltage") == STATE_UNAVAILABLE
 
 
@@ -222,7 +228,9 @@ async def test_settings_written_and_read_back(
     )
     assert mppt_sim.registers[0xEDAB] == b"\x00"
     assert state_value(hass, select) == "off"
-    await wait_for(hass, lambda: state_value(hass, "binary_sensor.mppt_hq2101test1_load_output") == "off")
+    await wait_for(
+        hass, lambda: state_value(hass, "binary_sensor.mppt_hq2101test1_load_output") == "off"
+    )
 
     mppt_sim.set_silent(True)
     with pytest.raises(HomeAssistantError):

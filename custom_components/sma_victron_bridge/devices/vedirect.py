@@ -18,8 +18,8 @@ import re
 import time
 from typing import Any
 
-from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
@@ -184,10 +184,10 @@ async def async_probe(port: str, wait: float | None = None) -> ProbeResult:
             merged.update(block)
         serial = merged.get("SER#") or await async_read_serial_number(client)
     finally:
+        await client.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await client.close()
     pid = parse_value("PID", merged["PID"])
     product_id = pid if isinstance(pid, int) else None
     firmware = parse_value("FW", merged["FW"]) if "FW" in merged else None
@@ -219,6 +219,7 @@ class VeDirectRuntime(DeviceRuntime):
         self._snapshot: BatterySnapshot | None = None
         self._settings_task: asyncio.Task[None] | None = None
         self._unsub_refresh: Any = None
+        self._stopping = False
 
     # --- DeviceRuntime ---
 
@@ -301,22 +302,31 @@ class VeDirectRuntime(DeviceRuntime):
                 self.hass, self._async_refresh_settings, SETTINGS_REFRESH, name="vedirect settings"
             )
         self._async_start_forwarding()
+        # Home Assistant does not unload entries when it stops: release the charger's remote
+        # sense values and close the port while the event loop still runs.
+        self.entry.async_on_unload(
+            self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._async_on_stop)
+        )
+
+    async def _async_on_stop(self, _event: Event) -> None:
+        await self.async_shutdown()
 
     async def async_shutdown(self) -> None:
-        """Release battery sense, stop the client and the simulator."""
+        """Release battery sense, stop the client and the simulator (safe to call twice)."""
         if self._unsub_refresh is not None:
             self._unsub_refresh()
             self._unsub_refresh = None
         if self._forwarder is not None:
             await self._forwarder.async_stop(release=self._client is not None)
             self._forwarder = None
+        self._stopping = True
+        if self._client is not None:
+            await self._client.close()
         for task in (self._settings_task, self._task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._client is not None:
-            await self._client.close()
         if self._simulator is not None:
             await self._simulator.stop()
 
@@ -390,6 +400,8 @@ class VeDirectRuntime(DeviceRuntime):
 
     @callback
     def _on_connection(self, up: bool) -> None:
+        if self._stopping:  # closing the port on unload is not a lost device
+            return
         self._coordinator.async_set_link(up, None if up else "no valid data")
         if up and self.data.family is DeviceFamily.MPPT and self._unsub_refresh is not None:
             self._settings_task = self.entry.async_create_background_task(

@@ -1,0 +1,273 @@
+"""Run a real Home Assistant with this integration and simulated devices already set up.
+
+Prepares ``config/`` (minimal configuration, this repository's integration linked in), starts
+Home Assistant with its frontend on 127.0.0.1:8123, onboards it with the demo login through its
+own API, and adds the simulated devices through the integration's real config and options flows
+— so what a newcomer sees is exactly what a user gets after clicking through the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+import contextlib
+import json
+import os
+from pathlib import Path
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN = "sma_victron_bridge"
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-password"
+CLIENT_ID = "http://127.0.0.1:8123/"
+
+CONFIGURATION = """\
+# Written by scripts/develop: a minimal Home Assistant for trying sma_victron_bridge.
+homeassistant:
+  name: Off-grid demo
+  latitude: 48.2
+  longitude: 16.37
+  elevation: 180
+  unit_system: metric
+  time_zone: Europe/Vienna
+  currency: EUR
+  country: AT
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+frontend:
+config:
+history:
+logbook:
+energy:
+diagnostics:
+system_health:
+search:
+logger:
+  default: warning
+  logs:
+    custom_components.{domain}: info
+"""
+
+
+def prepare_config(config: Path, port: int) -> None:
+    """Create the config directory, link the integration in and mark onboarding steps done."""
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "configuration.yaml").write_text(CONFIGURATION.format(port=port, domain=DOMAIN))
+    custom = config / "custom_components"
+    custom.mkdir(exist_ok=True)
+    link = custom / DOMAIN
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(ROOT / "custom_components" / DOMAIN, target_is_directory=True)
+    storage = config / ".storage"
+    storage.mkdir(exist_ok=True)
+    onboarding = storage / "onboarding"
+    if not onboarding.exists():
+        onboarding.write_text(
+            json.dumps(
+                {
+                    "version": 4,
+                    "minor_version": 1,
+                    "key": "onboarding",
+                    "data": {"done": ["core_config", "analytics", "integration"]},
+                }
+            )
+        )
+
+
+async def wait_for_http(session: aiohttp.ClientSession, base: str, timeout: float) -> None:
+    """Wait until Home Assistant's HTTP server answers."""
+    async with asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{base}/api/onboarding") as response:
+                    if response.status in (200, 401):
+                        return
+            await asyncio.sleep(0.5)
+
+
+async def login(session: aiohttp.ClientSession, base: str) -> str:
+    """Create the demo user if onboarding still needs one; return an access token."""
+    async with session.get(f"{base}/api/onboarding") as response:
+        steps = await response.json() if response.status == 200 else []
+    user_done = any(step["step"] == "user" and step["done"] for step in steps)
+    if not user_done:
+        async with session.post(
+            f"{base}/api/onboarding/users",
+            json={
+                "client_id": CLIENT_ID,
+                "name": "Demo",
+                "username": DEMO_USER,
+                "password": DEMO_PASSWORD,
+                "language": "en",
+            },
+        ) as response:
+            response.raise_for_status()
+            code = (await response.json())["auth_code"]
+    else:
+        code = await _login_flow(session, base)
+    async with session.post(
+        f"{base}/auth/token",
+        data={"grant_type": "authorization_code", "code": code, "client_id": CLIENT_ID},
+    ) as response:
+        response.raise_for_status()
+        return str((await response.json())["access_token"])
+
+
+async def _login_flow(session: aiohttp.ClientSession, base: str) -> str:
+    async with session.post(
+        f"{base}/auth/login_flow",
+        json={
+            "client_id": CLIENT_ID,
+            "handler": ["homeassistant", None],
+            "redirect_uri": CLIENT_ID,
+        },
+    ) as response:
+        flow = await response.json()
+    async with session.post(
+        f"{base}/auth/login_flow/{flow['flow_id']}",
+        json={"client_id": CLIENT_ID, "username": DEMO_USER, "password": DEMO_PASSWORD},
+    ) as response:
+        result = await response.json()
+    return str(result["result"])
+
+
+class Api:
+    """The few REST calls used to drive config flows as the UI does."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
+        """Authenticated calls against ``base``."""
+        self.session = session
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One JSON request; raises on HTTP errors."""
+        async with self.session.request(
+            method, f"{self.base}{path}", json=body, headers=self.headers
+        ) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {text}")
+            return json.loads(text) if text else None
+
+    async def entries(self) -> list[dict[str, Any]]:
+        """Config entries of this integration."""
+        result: list[dict[str, Any]] = await self.request(
+            "GET", f"/api/config/config_entries/entry?domain={DOMAIN}"
+        )
+        return result
+
+    async def add_simulated(self, step: str, model: str) -> dict[str, Any]:
+        """Add a simulated device through the real config flow (advanced mode)."""
+        flow = await self.request(
+            "POST",
+            "/api/config/config_entries/flow",
+            {"handler": DOMAIN, "show_advanced_options": True},
+        )
+        flow = await self.request(
+            "POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"next_step_id": step}
+        )
+        result: dict[str, Any] = await self.request(
+            "POST",
+            f"/api/config/config_entries/flow/{flow['flow_id']}",
+            {"port": f"simulated_{model}"},
+        )
+        if result.get("type") != "create_entry":
+            raise RuntimeError(f"adding simulated {model} failed: {result}")
+        return result
+
+    async def set_options(self, entry_id: str, values: dict[str, Any]) -> None:
+        """Run an entry's options flow with ``values``."""
+        flow = await self.request(
+            "POST", "/api/config/config_entries/options/flow", {"handler": entry_id}
+        )
+        await self.request(
+            "POST", f"/api/config/config_entries/options/flow/{flow['flow_id']}", values
+        )
+
+
+async def add_demo_devices(api: Api) -> None:
+    """A simulated BMV and MPPT, with the BMV's readings forwarded to the MPPT."""
+    if await api.entries():
+        return
+    bmv = await api.add_simulated("vedirect", "bmv")
+    mppt = await api.add_simulated("vedirect", "mppt")
+    await api.set_options(
+        mppt["result"]["entry_id"],
+        {"forward_source": bmv["result"]["entry_id"], "stale_after": 30},
+    )
+
+
+async def wait_until_loaded(api: Api, timeout: float) -> None:
+    """Wait until every entry of the integration is loaded (options changes reload them)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            entries = await api.entries()
+            if entries and all(entry["state"] == "loaded" for entry in entries):
+                return
+            await asyncio.sleep(0.5)
+
+
+async def provision(base: str, timeout: float) -> None:
+    """Wait for Home Assistant, onboard it and add the demo devices."""
+    async with aiohttp.ClientSession() as session:
+        await wait_for_http(session, base, timeout)
+        token = await login(session, base)
+        api = Api(session, base, token)
+        await add_demo_devices(api)
+        await wait_until_loaded(api, timeout)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Start Home Assistant, provision it and keep it running until interrupted."""
+    config = Path(args.config).resolve()
+    prepare_config(config, args.port)
+    base = f"http://127.0.0.1:{args.port}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "homeassistant", "--config", str(config), "--skip-pip"
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, process.terminate)
+    try:
+        await provision(base, args.timeout)
+    except Exception:
+        process.terminate()
+        await process.wait()
+        raise
+    print(
+        f"\nHome Assistant is running at {base}\n"
+        f"  login: {DEMO_USER} / {DEMO_PASSWORD}\n"
+        "  simulated devices: Settings → Devices & services → SMA Victron Bridge\n"
+        "  stop with Ctrl+C\n",
+        flush=True,
+    )
+    if args.provision_only:
+        process.terminate()
+    return await process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of scripts/develop."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=os.environ.get("HA_CONFIG", str(ROOT / "config")))
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--provision-only",
+        action="store_true",
+        help="stop Home Assistant again once the demo devices are set up (for checks)",
+    )
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
