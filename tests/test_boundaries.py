@@ -45,3 +45,30 @@ def test_checker_catches_an_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("import homeassistant.core\nfrom ..const import DOMAIN\n")
     assert _imported_modules(sample) == {"homeassistant.core", "..const"}
+
+
+def test_pure_modules_import_without_home_assistant() -> None:
+    """The library part must load on a machine without Home Assistant (benchmarks, other tools)."""
+    import subprocess
+    import sys
+
+    modules = sorted(
+        f"custom_components.sma_victron_bridge.{package}.{path.stem}"
+        for package in PURE
+        for path in (PACKAGE / package).glob("*.py")
+        if path.stem != "__init__"
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('homeassistant' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"

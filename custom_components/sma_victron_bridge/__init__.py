@@ -7,11 +7,17 @@ descriptions, and the platforms stay generic.
 
 from __future__ import annotations
 
-from homeassistant.core import HomeAssistant
+from typing import TYPE_CHECKING
 
 from .const import CONF_DEVICE, DeviceKind
-from .devices.base import DeviceRuntime
-from .runtime import BridgeConfigEntry
+
+# Home Assistant is imported lazily so that the pure packages (protocols/, control/,
+# simulators/) can be imported, tested and benchmarked without it.
+if TYPE_CHECKING:
+    from homeassistant.core import HomeAssistant
+
+    from .devices.base import DeviceRuntime
+    from .runtime import BridgeConfigEntry
 
 
 def _create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
