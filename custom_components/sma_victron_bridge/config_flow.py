@@ -90,7 +90,7 @@ def _port_schema(
         {
             vol.Required(CONF_PORT, default=default or vol.UNDEFINED): selector.SelectSelector(
                 selector.SelectSelectorConfig(
-                    options=options, mode=selector.SelectSelectorMode.LIST, custom_value=False
+                    options=options, mode=selector.SelectSelectorMode.DROPDOWN, custom_value=True
                 )
             )
         }

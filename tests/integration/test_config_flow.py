@@ -326,3 +326,43 @@ async def test_options_flow_entities_requires_one(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert mppt.options[CONF_FORWARD_VOLTAGE_ENTITY] == "sensor.battery_voltage"
     assert mppt.options[CONF_FORWARD_SOURCE] == "entities"
+
+
+async def test_port_typed_into_the_picker(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "vedirect"}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "/dev/serial/by-id/not-plugged-in"}
+    )
+    assert result["errors"] == {"base": "port_not_found"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: mppt_sim.port}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
+async def test_reconfigure_from_the_picker(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator
+) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=MPPT_SERIAL,
+        data={"device": "vedirect", CONF_PORT: "/dev/old-port", "family": "mppt"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: "/dev/gone"}
+    )
+    assert result["step_id"] == "reconfigure"
+    assert result["errors"] == {"base": "port_not_found"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PORT: mppt_sim.port}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(entry.entry_id)

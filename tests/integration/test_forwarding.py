@@ -104,7 +104,7 @@ async def test_stale_source_stops_writes_and_raises_repair(
 async def test_forward_from_home_assistant_sensors(
     hass: HomeAssistant, mppt_sim: VeDirectSimulator
 ) -> None:
-    hass.states.async_set("sensor.house_battery_voltage", "52.61", {"unit_of_measurement": "V"})
+    hass.states.async_set("sensor.house_battery_voltage", "13.61", {"unit_of_measurement": "V"})
     hass.states.async_set("sensor.house_battery_temperature", "77.0", {"unit_of_measurement": "°F"})
     mppt = vedirect_entry(
         mppt_sim,
@@ -118,7 +118,7 @@ async def test_forward_from_home_assistant_sensors(
     )
     await setup_entry(hass, mppt)
     await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_T)) >= 1, timeout=5)
-    assert writes_of(mppt_sim, SENSE_V)[0][1] == (5261).to_bytes(2, "little")
+    assert writes_of(mppt_sim, SENSE_V)[0][1] == (1361).to_bytes(2, "little")
     # 77 °F is 25 °C: the charger always gets Celsius.
     assert writes_of(mppt_sim, SENSE_T)[0][1] == (2500).to_bytes(2, "little", signed=True)
     assert await hass.config_entries.async_unload(mppt.entry_id)
@@ -169,4 +169,74 @@ async def test_home_assistant_stop_releases_forwarding(
     assert writes_of(mppt_sim, SENSE_V)[-1][1] == b"\xff\xff"
     assert writes_of(mppt_sim, SENSE_T)[-1][1] == b"\xff\x7f"
     assert await hass.config_entries.async_unload(mppt.entry_id)
+    assert await hass.config_entries.async_unload(bmv.entry_id)
+
+
+async def test_options_change_starts_forwarding(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator, bmv_sim: VeDirectSimulator
+) -> None:
+    bmv = vedirect_entry(bmv_sim, "battery_monitor")
+    await setup_entry(hass, bmv)
+    mppt = vedirect_entry(mppt_sim, "mppt")
+    await setup_entry(hass, mppt)
+    assert hass.states.get(f"{MPPT}_battery_sense") is None
+    result = await hass.config_entries.options.async_init(mppt.entry_id)
+    await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_FORWARD_SOURCE: bmv.entry_id, CONF_STALE_AFTER: 30}
+    )
+    await hass.async_block_till_done()
+    await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) >= 1, timeout=5)
+    assert state_value(hass, f"{MPPT}_battery_sense") == "forwarding"
+    assert await hass.config_entries.async_unload(mppt.entry_id)
+    assert await hass.config_entries.async_unload(bmv.entry_id)
+
+
+async def test_entity_source_edge_cases(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
+    """Unavailable or non-numeric sensors are not forwarded; Kelvin is converted."""
+    hass.states.async_set("sensor.pack_temperature", "unavailable")
+    mppt = vedirect_entry(
+        mppt_sim,
+        "mppt",
+        {
+            CONF_FORWARD_SOURCE: "entities",
+            CONF_FORWARD_TEMPERATURE_ENTITY: "sensor.pack_temperature",
+        },
+    )
+    await setup_entry(hass, mppt)
+    await asyncio.sleep(1.5)
+    assert writes_of(mppt_sim, SENSE_T) == []
+    assert state_value(hass, f"{MPPT}_battery_sense") == "waiting"
+    hass.states.async_set("sensor.pack_temperature", "warm")
+    await asyncio.sleep(1.2)
+    assert writes_of(mppt_sim, SENSE_T) == []
+    hass.states.async_set("sensor.pack_temperature", "293.15", {"unit_of_measurement": "K"})
+    await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_T)) >= 1, timeout=5)
+    assert writes_of(mppt_sim, SENSE_T)[0][1] == (2000).to_bytes(2, "little", signed=True)
+    assert writes_of(mppt_sim, SENSE_V) == []
+    assert await hass.config_entries.async_unload(mppt.entry_id)
+
+
+async def test_failed_writes_are_retried_and_release_failure_is_tolerated(
+    hass: HomeAssistant,
+    mppt_sim: VeDirectSimulator,
+    bmv_sim: VeDirectSimulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bmv = vedirect_entry(bmv_sim, "battery_monitor")
+    await setup_entry(hass, bmv)
+    await wait_for(hass, lambda: bmv.runtime_data.snapshot is not None)
+    mppt = vedirect_entry(mppt_sim, "mppt", {CONF_FORWARD_SOURCE: bmv.entry_id})
+    await setup_entry(hass, mppt)
+    await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) >= 1, timeout=5)
+    # A charger that stops answering HEX: writes time out and are retried every tick.
+    mppt_sim.set_silent(True)
+    count = len(writes_of(mppt_sim, SENSE_V))
+    await asyncio.sleep(7.5)  # three 1 s attempts per write: at least one write fails
+    mppt_sim.set_silent(False)
+    await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) > count, timeout=8)
+    # Unplugged at unload: the release cannot be written, which is logged, not raised.
+    await mppt_sim.unplug()
+    await wait_for(hass, lambda: state_value(hass, f"{MPPT}_battery_voltage") == "unavailable")
+    assert await hass.config_entries.async_unload(mppt.entry_id)
+    assert "Could not release battery-sense voltage" in caplog.text
     assert await hass.config_entries.async_unload(bmv.entry_id)

@@ -23,6 +23,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sma_victron_bridge.const import DOMAIN
+from custom_components.sma_victron_bridge.control.snapshot import BatterySnapshot
 from custom_components.sma_victron_bridge.devices import vedirect as vedirect_device
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
@@ -96,6 +97,8 @@ async def test_mppt_states_follow_the_wire(
 async def test_bmv_states_and_energy(hass: HomeAssistant, bmv_sim: VeDirectSimulator) -> None:
     entry = vedirect_entry(bmv_sim, "battery_monitor")
     await setup_entry(hass, entry)
+    published: list[BatterySnapshot] = []
+    unsubscribe = entry.runtime_data.async_subscribe_snapshot(published.append)
     bmv_sim.set_value("SOC", "876")
     bmv_sim.set_value("H18", "4521")
     await wait_for(hass, lambda: state_value(hass, f"{BMV}_state_of_charge") == "87.6")
@@ -109,6 +112,13 @@ async def test_bmv_states_and_energy(hass: HomeAssistant, bmv_sim: VeDirectSimul
     assert hass.states.get(f"{BMV}_pv_power") is None
     assert entry.runtime_data.snapshot is not None
     assert entry.runtime_data.snapshot.soc == pytest.approx(87.6)
+    assert published
+    assert published[-1] is entry.runtime_data.snapshot
+    unsubscribe()
+    unsubscribe()  # a second call is harmless
+    count = len(published)
+    await asyncio.sleep(0.5)
+    assert len(published) == count
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -193,6 +203,10 @@ async def test_settings_written_and_read_back(
     await setup_entry(hass, entry)
     number = "number.mppt_hq2101test1_absorption_voltage"
     await wait_for(hass, lambda: state_value(hass, number) not in (None, STATE_UNAVAILABLE))
+    absorption = hass.states.get(number)
+    assert absorption is not None
+    # The charger is set to a 12 V system (register 0xEDEF): 12.0-15.6 V are allowed.
+    assert (absorption.attributes["min"], absorption.attributes["max"]) == (12.0, 15.6)
     await hass.services.async_call(
         "number", "set_value", {"entity_id": number, "value": 14.2}, blocking=True
     )

@@ -62,8 +62,12 @@ class PushCoordinator[DataT](DataUpdateCoordinator[DataT]):
     @callback
     def async_set_updated_data(self, data: DataT) -> None:
         """Publish new data; data only arrives over a working link."""
-        self._link_up = True
-        self._ever_up = True
+        if not self._link_up:
+            self._link_up = True
+            self.last_update_success = True
+            if self._ever_up:
+                _LOGGER.info("%s is back", self.name)
+            self._ever_up = True
         super().async_set_updated_data(data)
 
 

@@ -52,6 +52,7 @@ from ..protocols.vedirect_fields import (
     decode_register,
     device_family,
     encode_register,
+    encode_register_raw,
     parse_value,
     product_name,
 )
@@ -515,19 +516,14 @@ class VeDirectRuntime(DeviceRuntime):
 
     async def _async_write_sense(self, write: SenseWrite) -> None:
         if write.quantity == "voltage":
-            register = REG_SENSE_VOLTAGE
-            payload = (
-                SENSE_VOLTAGE_RELEASE.to_bytes(2, "little")
-                if write.value is None
-                else encode_register(register, write.value)
-            )
+            register, release = REG_SENSE_VOLTAGE, SENSE_VOLTAGE_RELEASE
         else:
-            register = REG_SENSE_TEMPERATURE
-            payload = (
-                SENSE_TEMPERATURE_RELEASE.to_bytes(2, "little")
-                if write.value is None
-                else encode_register(register, write.value)
-            )
+            register, release = REG_SENSE_TEMPERATURE, SENSE_TEMPERATURE_RELEASE
+        payload = (
+            encode_register_raw(register, release)
+            if write.value is None
+            else encode_register(register, write.value)
+        )
         await self.client.set(register, payload)
 
 

@@ -431,7 +431,7 @@ def _has_setting(register: int) -> Callable[[Any], bool]:
 
 def _voltage_bounds(data: VeDirectData) -> tuple[float, float]:
     nominal = data.nominal_voltage
-    return (nominal * 1.0, nominal * 1.3)
+    return (nominal, round(nominal * 1.3, 2))
 
 
 def _current_bounds(data: VeDirectData) -> tuple[float, float]:

@@ -517,6 +517,8 @@ REGISTERS: Final[dict[int, Register]] = {
         Register(id=0xEDD7, name="charger_current", fmt=_U16, scale=0.1, unit="A"),
         Register(id=0xEDDA, name="charger_error", fmt=_U8),
         Register(id=0xEDDB, name="charger_internal_temperature", fmt=_S16, scale=0.01, unit="°C"),
+        # Nominal system voltage the charger is set to (12/24/36/48; 0 = auto-detect pending).
+        Register(id=0xEDEF, name="battery_voltage_setting", fmt=_U8, unit="V"),
         Register(
             id=0xEDEC,
             name="battery_temperature",
