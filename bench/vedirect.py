@@ -154,6 +154,12 @@ def main() -> None:
         label = "whole buffer" if chunk == size else f"{chunk}-byte chunks"
         print(f"ours TextParser, {label:17}:          {rates[chunk] / 1e6:7.2f} MB/s")
     print(f"19200 baud line rate: {19200 / 10 / 1e6:.4f} MB/s")
+
+    # Wire-to-state latency through a real Home Assistant with the simulated MPPT on a PTY.
+    from bench.ha_latency import measure_wire_to_state, summarize
+
+    latencies = measure_wire_to_state(samples=40)
+    print(f"wire-to-state latency through Home Assistant: {summarize(latencies)}")
     print(f"RATIO vedirect_parse {rates[CHUNK] / their_rate:.2f}")
 
 

@@ -657,3 +657,22 @@ def req(frame: str) -> bytes:
     """A hand-written request: the frame's hex digits plus its check byte and newline."""
     command, data = int(frame[1], 16), bytes.fromhex(frame[2:])
     return frame.encode() + b"%02X\n" % ((0x55 - command - sum(data)) & 0xFF)
+
+
+async def test_block_written_hook_sees_every_block() -> None:
+    """Benchmarks timestamp the wire with this hook: it must fire once per written block."""
+    sim = VeDirectSimulator("bmv", interval=0.05, seed=4)
+    seen: list[list[tuple[str, str]]] = []
+    sim.on_block_written = seen.append
+    await sim.start()
+    try:
+        sim.set_value("SOC", "512")
+        await asyncio.sleep(0.3)
+    finally:
+        await sim.stop()
+    assert len(seen) >= 4
+    first_blocks = [dict(block) for block in seen if "SOC" in dict(block)]
+    assert first_blocks
+    assert first_blocks[-1]["SOC"] == "512"
+    # The BMV sends its two blocks per interval: history counters travel in the second one.
+    assert any("H18" in dict(block) for block in seen)

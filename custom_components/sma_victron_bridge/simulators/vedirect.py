@@ -26,7 +26,7 @@ unplugged cable. Nothing here blocks the event loop and no threads are started.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 import contextlib
 from dataclasses import dataclass
 import math
@@ -783,6 +783,8 @@ class VeDirectSimulator:
         self._sense_expiry: dict[int, float] = {}
         self._last_hex_at: float | None = None
         self._reported: dict[int, bytes] = {}
+        # Called with each text block as it is written: benchmarks timestamp the wire with it.
+        self.on_block_written: Callable[[list[tuple[str, str]]], None] | None = None
 
     # -- identity --------------------------------------------------------------------------
 
@@ -888,6 +890,8 @@ class VeDirectSimulator:
             return
         for block in self._with_overrides(self._device.blocks()):
             self._port.write(encode_text_block(block, corrupt=self._corrupt))
+            if self.on_block_written is not None:
+                self.on_block_written(block)
         self._send_async(now)
 
     def _with_overrides(self, blocks: list[list[tuple[str, str]]]) -> list[list[tuple[str, str]]]:
