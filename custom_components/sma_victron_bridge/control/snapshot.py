@@ -23,6 +23,10 @@ class BatterySnapshot:
     temperature: float | None = None
     cell_voltages: tuple[float, ...] = field(default=())
     alarms: frozenset[str] = field(default_factory=frozenset)
+    # Optional extras a BMS may know; consumers that ignore them keep working unchanged.
+    mosfet_temperature: float | None = None
+    soh: float | None = None
+    capacity_ah: float | None = None
 
     def age(self, now: float) -> float:
         """Seconds since the reading was taken (never negative)."""
