@@ -1,0 +1,940 @@
+"""Async serial client for JBD, Daly and ANT battery management systems.
+
+All three BMS families answer requests on a serial line (RS232, RS485 or TTL), one at a time,
+so the client is a plain request/response loop: one open port, one reader task that cuts the
+byte stream into checked frames, and requests serialised by a lock. Before each request stale
+bytes are flushed (kernel buffer and frame assembler), replies are matched by register or
+command (a half-duplex RS485 adapter echoes the request, which must not count as the answer),
+and garbage is skipped by the frame assemblers. A request that gets no answer, or only a
+corrupt one, is sent again up to ``retries`` times; a timeout leaves the port open, while an
+I/O error or end of file closes it so the next call reopens it. The blocking open runs in an
+executor (``serial_asyncio_fast``); nothing else ever blocks the event loop.
+
+Which requests make one refresh depends on the protocol (:class:`BmsProtocol`):
+
+* JBD: 0x03 and 0x04 (and, once, 0x05 model and 0xAA error counters); FET switching through
+  0xE1 inside factory mode.
+* Daly: 0x94, 0x90, 0x93, 0x95 (multi-frame), 0x96 (multi-frame), 0x97, 0x98 (and, once, 0x50),
+  20 ms apart as the firmware needs; FET switching through 0xDA/0xD9, which the BMS echoes.
+* ANT: the legacy 140-byte status frame (FET switching by write + apply, which the BMS does not
+  answer), or the 2021 ``7E A1`` status frame (FET control not implemented for it).
+
+Every write is verified by reading the state back: :class:`BmsWriteRejected` tells the caller
+that the BMS did not take it (e.g. a charge FET held off by an over-voltage protection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+import contextlib
+from dataclasses import dataclass, field, replace
+import datetime as dt
+from enum import StrEnum
+import logging
+import math
+import select
+from typing import Any, Final, Protocol
+
+import serial_asyncio_fast
+
+from . import ProtocolError, ant, daly, jbd
+from .bms_common import BmsReading, crc16_modbus
+
+__all__ = [
+    "BAUDRATES",
+    "AntFrameAssembler",
+    "AntLegacyFrameAssembler",
+    "BmsChecksumError",
+    "BmsInfo",
+    "BmsNotConnected",
+    "BmsNotDetected",
+    "BmsProtocol",
+    "BmsResponseError",
+    "BmsTimeout",
+    "BmsUnsupported",
+    "BmsWriteRejected",
+    "DalyFrameAssembler",
+    "OpenConnection",
+    "SerialBmsClient",
+    "detect_protocol",
+    "open_serial",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class BmsProtocol(StrEnum):
+    """The serial protocol a BMS speaks."""
+
+    JBD = "jbd"
+    DALY = "daly"
+    ANT = "ant"
+    ANT_NEW = "ant_new"
+
+
+BAUDRATES: Final[dict[BmsProtocol, int]] = {
+    BmsProtocol.JBD: 9600,
+    BmsProtocol.DALY: 9600,
+    BmsProtocol.ANT: 19200,
+    BmsProtocol.ANT_NEW: 19200,
+}
+"""Line speed of each protocol (8N1)."""
+
+READ_SIZE: Final = 4096
+CLOSE_TIMEOUT: Final = 2.0
+DALY_REQUEST_GAP: Final = 0.02  # s: Daly firmware drops requests that follow a reply too soon
+ANT_APPLY_TIME: Final = 0.1  # s: the legacy ANT board answers nothing to write/apply
+_SETTLE: Final = 0.05  # s of quiet line before a request is repeated after a corrupt reply
+
+_JBD_REG_BARCODE: Final = 0xA2
+_DALY_CMD_BATTERY_CODE: Final = 0x57
+_DALY_CODE_FRAMES: Final = 5
+_ANT_DEVICE_INFO_COMMAND: Final = 0x02
+_ANT_DEVICE_INFO_ADDRESS: Final = 0x026C
+_ANT_DEVICE_INFO_LENGTH: Final = 0x20
+_ANT_DEVICE_INFO_FIELD: Final = 16
+
+OpenConnection = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+"""Opens ``port`` at ``baudrate`` and returns a stream pair (the test and simulator seam)."""
+
+
+async def open_serial(
+    port: str, baudrate: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open ``port`` 8N1 without flow control; the blocking open runs in an executor.
+
+    ``exclusive`` keeps a second program (another entry, a console) from stealing replies.
+    """
+    reader, writer = await serial_asyncio_fast.open_serial_connection(
+        url=port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1, exclusive=True
+    )
+    return reader, writer
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class BmsNotConnected(ProtocolError):  # noqa: N818 - public name
+    """The serial port cannot be opened, or it closed (cable pulled) during a request."""
+
+
+class BmsTimeout(ProtocolError):  # noqa: N818 - public name
+    """The BMS did not answer a request, not even after the retries."""
+
+
+class BmsChecksumError(ProtocolError):
+    """The BMS answered, but every reply failed its checksum."""
+
+
+class BmsResponseError(ProtocolError):
+    """The BMS answered a request with an error status (JBD status 0x80)."""
+
+
+class BmsWriteRejected(ProtocolError):  # noqa: N818 - public name
+    """The BMS did not take a FET switch request; ``reading`` is the state read back (if any)."""
+
+    def __init__(self, message: str, reading: BmsReading | None = None) -> None:
+        """Keep the state read after the write so the caller can show it."""
+        super().__init__(message)
+        self.reading = reading
+
+
+class BmsUnsupported(ProtocolError):  # noqa: N818 - public name
+    """The protocol has no such function (or it is not implemented for it)."""
+
+
+class BmsNotDetected(ProtocolError):  # noqa: N818 - public name
+    """No supported BMS answered on the port."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BmsInfo:
+    """Identity of a BMS as far as its protocol tells; None where it does not.
+
+    ``address`` is the Daly host address that worked (0x40 RS485, 0x80 UART), None otherwise.
+    """
+
+    protocol: BmsProtocol
+    model: str | None = None
+    serial: str | None = None
+    firmware_version: str | None = None
+    hardware_version: str | None = None
+    manufacture_date: dt.date | None = None
+    cell_count: int | None = None
+    nominal_capacity: float | None = None
+    address: int | None = None
+
+
+# --- frame assemblers for the protocols whose codec has none ------------------------------------
+
+_INCOMPLETE: Final = 0
+_BAD_SHAPE: Final = -1
+_BAD_CHECKSUM: Final = -2
+
+
+class _StreamAssembler:
+    """Cut a byte stream into checked frames that begin with a fixed start marker.
+
+    Bytes before a start marker are dropped; a candidate with a wrong shape or checksum is
+    abandoned one byte later; a candidate still waiting for bytes is given up as soon as a
+    complete valid frame starts behind it. Between calls the buffer holds at most one
+    incomplete frame.
+    """
+
+    _start: bytes = b""
+
+    def __init__(self) -> None:
+        """Start with an empty buffer and zeroed counters."""
+        self._buffer = bytearray()
+        self.discarded_bytes = 0
+        self.checksum_errors = 0
+
+    def reset(self) -> None:
+        """Forget buffered bytes (before a request, after a reopen)."""
+        self._buffer.clear()
+
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        """End index of a valid frame at ``position``, or a status code (0 or negative)."""
+        raise NotImplementedError
+
+    def _next_complete(self, position: int, size: int) -> int:
+        buffer = self._buffer
+        start = buffer.find(self._start, position)
+        while start >= 0:
+            if self._frame_end(buffer, start, size) > 0:
+                return start
+            start = buffer.find(self._start, start + 1)
+        return -1
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every complete, checksum-valid frame in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        position = 0
+        size = len(buffer)
+        keep = len(self._start) - 1  # a start marker may be split across reads
+        while True:
+            start = buffer.find(self._start, position)
+            if start < 0:
+                drop = max(position, size - keep)
+                self.discarded_bytes += drop - position
+                position = drop
+                break
+            self.discarded_bytes += start - position
+            position = start
+            end = self._frame_end(buffer, position, size)
+            if end > 0:
+                frames.append(bytes(buffer[position:end]))
+                position = end
+                continue
+            if end == _INCOMPLETE:
+                later = self._next_complete(position + 1, size)
+                if later < 0:
+                    break
+                self.discarded_bytes += later - position
+                position = later
+                continue
+            if end == _BAD_CHECKSUM:
+                self.checksum_errors += 1
+            self.discarded_bytes += 1
+            position += 1
+        del buffer[:position]
+        return frames
+
+
+class DalyFrameAssembler(_StreamAssembler):
+    """Daly frames: 13 bytes ``A5 addr cmd 08 data[8] sum``."""
+
+    _start = bytes((daly.START,))
+
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        end = position + daly.FRAME_LENGTH
+        if end > size:
+            return _INCOMPLETE
+        if buffer[position + 3] != daly.DATA_LENGTH:
+            return _BAD_SHAPE
+        if daly.checksum(buffer[position : end - 1]) != buffer[end - 1]:
+            return _BAD_CHECKSUM
+        return end
+
+
+class AntLegacyFrameAssembler(_StreamAssembler):
+    """ANT legacy status frames: 140 bytes from ``AA 55 AA FF``, u16 sum at 138-139."""
+
+    _start = ant.LEGACY_HEADER
+
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        end = position + ant.LEGACY_FRAME_LENGTH
+        if end > size:
+            return _INCOMPLETE
+        received = int.from_bytes(buffer[end - 2 : end], "big")
+        if sum(buffer[position + 4 : end - 2]) & 0xFFFF != received:
+            return _BAD_CHECKSUM
+        return end
+
+
+class AntFrameAssembler(_StreamAssembler):
+    """ANT 2021 frames: ``7E A1 func addr(2) len data… crc(2, LE) AA 55``."""
+
+    _start = ant.START
+
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        if size - position < 6:
+            return _INCOMPLETE
+        end = position + ant.MIN_FRAME_LENGTH + buffer[position + 5]
+        if end > size:
+            return _INCOMPLETE
+        if buffer[end - 2 : end] != ant.TRAILER:
+            return _BAD_SHAPE
+        received = int.from_bytes(buffer[end - 4 : end - 2], "little")
+        if crc16_modbus(buffer[position + 1 : end - 4]) != received:
+            return _BAD_CHECKSUM
+        return end
+
+
+class _FrameSource(Protocol):
+    """What the client needs from an assembler (the JBD codec's one included)."""
+
+    checksum_errors: int
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def reset(self) -> None: ...
+
+
+def _assembler_for(protocol: BmsProtocol) -> _FrameSource:
+    if protocol is BmsProtocol.JBD:
+        return jbd.FrameAssembler()
+    if protocol is BmsProtocol.DALY:
+        return DalyFrameAssembler()
+    if protocol is BmsProtocol.ANT:
+        return AntLegacyFrameAssembler()
+    return AntFrameAssembler()
+
+
+def _hung_up(serial: Any) -> bool:
+    """Whether the tty behind a pyserial object reports a hang-up (adapter unplugged).
+
+    A zero-timeout poll is one non-blocking system call; without ``poll`` (or without a file
+    descriptor, e.g. a test transport) the answer is "no".
+    """
+    fileno = getattr(serial, "fileno", None)
+    poll = getattr(select, "poll", None)
+    if fileno is None or poll is None:
+        return False
+    try:
+        poller = poll()
+        poller.register(fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return True
+    return any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, event in events)
+
+
+def _text(data: bytes) -> str | None:
+    """ASCII text without padding, None if nothing is left."""
+    value = data.decode("ascii", errors="replace").strip("\x00 ")
+    return value or None
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """The request waiting for its reply: None as result means "only corrupt replies came"."""
+
+    match: Callable[[bytes], bool]
+    count: int
+    future: asyncio.Future[list[bytes] | None]
+    checksum_errors: int
+    frames: list[bytes] = field(default_factory=list)
+
+
+class SerialBmsClient:
+    """One BMS on one serial port: refreshes, FET switching and identity."""
+
+    def __init__(
+        self,
+        port: str,
+        protocol: BmsProtocol | str,
+        *,
+        address: int | None = None,
+        invert_current: bool = False,
+        baudrate: int | None = None,
+        request_timeout: float = 1.0,
+        retries: int = 2,
+        open_connection: OpenConnection | None = None,
+    ) -> None:
+        """Set up; the port is opened by :meth:`connect` or the first request.
+
+        ``protocol`` may be given as its string value (as stored in a config entry).
+
+        ``address`` is the Daly host address (0x40 on RS485, the default, or 0x80 on the UART
+        port); other protocols ignore it. ``invert_current`` flips the sign of current and
+        power for a BMS wired or configured the other way round.
+        """
+        self._port = port
+        self._protocol = BmsProtocol(protocol)
+        self._address = daly.HOST_ADDRESS_RS485 if address is None else address
+        self._invert = invert_current
+        self._baudrate = baudrate or BAUDRATES[self._protocol]
+        self._request_timeout = request_timeout
+        self._retries = max(0, retries)
+        self._open = open_connection or open_serial
+        self._gap = DALY_REQUEST_GAP if self._protocol is BmsProtocol.DALY else 0.0
+        self._assembler = _assembler_for(self._protocol)
+        self._lock = asyncio.Lock()
+        self._writer: asyncio.StreamWriter | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._waiter: _Waiter | None = None
+        self._rx_event = asyncio.Event()
+        self._last_exchange = 0.0
+        self._extras_done = False
+        self._model: str | None = None
+        self._info: BmsInfo | None = None
+        self._rated: daly.DalyRated | None = None
+        self._error_counters: list[int] | None = None
+        self._jbd_switches: tuple[bool, bool] | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # --- properties ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> str:
+        """The serial port path."""
+        return self._port
+
+    @property
+    def protocol(self) -> BmsProtocol:
+        """The protocol this client speaks."""
+        return self._protocol
+
+    @property
+    def address(self) -> int | None:
+        """The Daly host address in use, None for the other protocols."""
+        return self._address if self._protocol is BmsProtocol.DALY else None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the port is open (not whether the BMS answers)."""
+        writer = self._writer
+        return (
+            self._pump is not None
+            and not self._pump.done()
+            and writer is not None
+            and not writer.transport.is_closing()
+        )
+
+    @property
+    def error_counters(self) -> list[int] | None:
+        """JBD event counters (register 0xAA, see ``jbd.ERROR_COUNTER_NAMES``) last read."""
+        return self._error_counters
+
+    # --- connection ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the port now (requests open it on demand too)."""
+        async with self._lock:
+            await self._ensure_open()
+
+    async def close(self) -> None:
+        """Close the port; a later request opens it again."""
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        self._writer = None
+
+    async def _ensure_open(self) -> None:
+        if self.connected:
+            return
+        await self.close()  # collect a reader that ended (port closed on error or EOF)
+        try:
+            reader, writer = await self._open(self._port, self._baudrate)
+        except Exception as err:  # any failure to open means "not connected"
+            raise BmsNotConnected(f"cannot open {self._port}: {err}") from err
+        self._assembler.reset()
+        self._writer = writer
+        self._pump = asyncio.get_running_loop().create_task(
+            self._read_port(reader, writer), name=f"bms-reader-{self._port}"
+        )
+
+    async def _read_port(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Feed every received byte to the assembler until the port fails or is closed."""
+        reason = "end of file"
+        try:
+            while data := await reader.read(READ_SIZE):
+                self._received(data)
+        except asyncio.CancelledError:
+            reason = "closed"
+            raise
+        except Exception as err:  # a serial error ends this connection only
+            reason = str(err) or type(err).__name__
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            self._fail_waiter(BmsNotConnected(f"serial port {self._port} {reason}"))
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await writer.wait_closed()
+            _LOGGER.debug("BMS port %s: %s", self._port, reason)
+
+    def _received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self._rx_event.set()
+        frames = self._assembler.feed(data)
+        waiter = self._waiter
+        if waiter is None or waiter.future.done():
+            return
+        for frame in frames:
+            if waiter.match(frame):
+                waiter.frames.append(frame)
+                if len(waiter.frames) >= waiter.count:
+                    waiter.future.set_result(waiter.frames)
+                    return
+        if self._assembler.checksum_errors != waiter.checksum_errors:
+            waiter.future.set_result(None)
+
+    def _fail_waiter(self, error: ProtocolError) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(error)
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _write(self, frame: bytes) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise BmsNotConnected(f"serial port {self._port} is not open")
+        if _hung_up(writer.transport.get_extra_info("serial")):
+            # The cable is gone but the reader has not seen it yet: writing now would only
+            # produce a fatal-error report from the transport.
+            writer.close()
+            raise BmsNotConnected(f"serial port {self._port} was disconnected")
+        writer.write(frame)
+        self.bytes_sent += len(frame)
+
+    async def _prepare(self) -> None:
+        """Open if needed, keep the protocol's pause between requests, drop stale bytes."""
+        await self._ensure_open()
+        loop = asyncio.get_running_loop()
+        pause = self._gap - (loop.time() - self._last_exchange)
+        if pause > 0:
+            await asyncio.sleep(pause)
+        writer = self._writer
+        serial = writer.transport.get_extra_info("serial") if writer is not None else None
+        if serial is not None:
+            with contextlib.suppress(Exception):
+                serial.reset_input_buffer()
+        await asyncio.sleep(0)  # let the reader take what it was already handed
+        self._assembler.reset()
+
+    async def _settle(self) -> None:
+        """Wait until the line has been quiet for a moment (the rest of a bad reply)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._request_timeout):
+                while True:
+                    self._rx_event.clear()
+                    try:
+                        async with asyncio.timeout(_SETTLE):
+                            await self._rx_event.wait()
+                    except TimeoutError:
+                        return
+
+    async def _exchange(
+        self,
+        request: bytes,
+        match: Callable[[bytes], bool],
+        count: int = 1,
+        *,
+        attempts: int | None = None,
+    ) -> list[bytes]:
+        """Send ``request`` and return the ``count`` reply frames ``match`` accepts."""
+        loop = asyncio.get_running_loop()
+        tries = self._retries + 1 if attempts is None else attempts
+        corrupt = False
+        for attempt in range(tries):
+            if attempt:
+                await self._settle()
+            await self._prepare()
+            waiter = _Waiter(match, count, loop.create_future(), self._assembler.checksum_errors)
+            self._waiter = waiter
+            try:
+                self._write(request)
+                async with asyncio.timeout(self._request_timeout):
+                    frames = await waiter.future
+            except TimeoutError:
+                _LOGGER.debug("No answer to %s on %s", request.hex(" "), self._port)
+                continue
+            finally:
+                self._waiter = None
+                self._last_exchange = loop.time()
+            if frames is None:
+                corrupt = True
+                _LOGGER.debug("Corrupt answer to %s on %s", request.hex(" "), self._port)
+                continue
+            return frames
+        if corrupt:
+            raise BmsChecksumError(f"only corrupt replies to {request.hex(' ')} on {self._port}")
+        raise BmsTimeout(f"no answer to {request.hex(' ')} on {self._port} after {tries} tries")
+
+    async def _send_only(self, request: bytes) -> None:
+        """Send a request the BMS does not answer."""
+        await self._prepare()
+        self._write(request)
+        self._last_exchange = asyncio.get_running_loop().time()
+
+    @staticmethod
+    async def _optional[T](request: Awaitable[T]) -> T | None:
+        """Run a request whose failure (other than a lost port) only means "not available"."""
+        try:
+            return await request
+        except BmsNotConnected:
+            raise
+        except ProtocolError as err:
+            _LOGGER.debug("Optional BMS request failed: %s", err)
+            return None
+
+    # --- public API ------------------------------------------------------------------------
+
+    async def read(self) -> BmsReading:
+        """One full refresh of the BMS's values."""
+        async with self._lock:
+            return await self._read()
+
+    async def set_fets(
+        self, *, charge: bool | None = None, discharge: bool | None = None
+    ) -> BmsReading:
+        """Switch the charge and/or discharge FET (None = leave it), then read back and verify.
+
+        Raises :class:`BmsWriteRejected` when the state read back differs from the request.
+        """
+        async with self._lock:
+            echo_ok = True
+            if charge is not None or discharge is not None:
+                if self._protocol is BmsProtocol.JBD:
+                    await self._jbd_set_fets(charge, discharge)
+                elif self._protocol is BmsProtocol.DALY:
+                    echo_ok = await self._daly_set_fets(charge, discharge)
+                elif self._protocol is BmsProtocol.ANT:
+                    await self._ant_set_fets(charge, discharge)
+                else:
+                    raise BmsUnsupported("FET control over the 2021 ANT protocol")
+            reading = await self._read()
+        if (
+            not echo_ok
+            or (charge is not None and reading.charge_fet is not charge)
+            or (discharge is not None and reading.discharge_fet is not discharge)
+        ):
+            raise BmsWriteRejected(
+                f"BMS on {self._port} did not switch the FETs to charge={charge}, "
+                f"discharge={discharge}: it reports charge={reading.charge_fet}, "
+                f"discharge={reading.discharge_fet}",
+                reading,
+            )
+        return reading
+
+    async def read_info(self) -> BmsInfo:
+        """Identity of the BMS: model, serial, versions, cell count, capacity where known."""
+        async with self._lock:
+            if self._protocol is BmsProtocol.JBD:
+                info = await self._jbd_info()
+            elif self._protocol is BmsProtocol.DALY:
+                info = await self._daly_info()
+            elif self._protocol is BmsProtocol.ANT:
+                status = ant.decode_legacy_status(await self._ant_legacy_status())
+                info = BmsInfo(
+                    protocol=self._protocol,
+                    cell_count=status.cell_count,
+                    nominal_capacity=status.nominal_capacity,
+                )
+            else:
+                info = await self._ant_new_info()
+            self._info = info
+            return info
+
+    async def read_error_counters(self) -> list[int]:
+        """Read the JBD event counters (register 0xAA) now."""
+        if self._protocol is not BmsProtocol.JBD:
+            raise BmsUnsupported(f"{self._protocol} has no error counters")
+        async with self._lock:
+            counters = jbd.decode_error_counters(await self._jbd(jbd.REG_ERROR_COUNTERS))
+            self._error_counters = counters
+            return counters
+
+    # --- refresh ---------------------------------------------------------------------------
+
+    async def _read(self) -> BmsReading:
+        if self._protocol is BmsProtocol.JBD:
+            reading = await self._jbd_read()
+        elif self._protocol is BmsProtocol.DALY:
+            reading = await self._daly_read()
+        elif self._protocol is BmsProtocol.ANT:
+            reading = ant.to_reading(ant.decode_legacy_status(await self._ant_legacy_status()))
+        else:
+            reading = ant.to_reading(ant.decode_status(await self._ant_new_status()))
+        self._extras_done = True
+        if self._invert and self._protocol is not BmsProtocol.DALY:
+            reading = replace(
+                reading,
+                current=None if reading.current is None else -reading.current + 0.0,
+                power=None if reading.power is None else -reading.power + 0.0,
+            )
+        info = self._info
+        if info is not None:
+            reading = replace(
+                reading, model=reading.model or info.model, serial=reading.serial or info.serial
+            )
+        return reading
+
+    # --- JBD -------------------------------------------------------------------------------
+
+    async def _jbd(
+        self, register: int, write: bytes | None = None, *, attempts: int | None = None
+    ) -> bytes:
+        """Read (or write) one register; returns the reply data."""
+        request = jbd.encode_read(register) if write is None else jbd.encode_write(register, write)
+        (frame,) = await self._exchange(request, lambda f: f[1] == register, attempts=attempts)
+        reply = jbd.parse_frame(frame)
+        if not reply.ok:
+            raise BmsResponseError(
+                f"JBD register 0x{register:02X}: BMS answered status 0x{reply.status:02X}"
+            )
+        return reply.payload
+
+    async def _jbd_extras(self) -> None:
+        """Model name (0x05) and error counters (0xAA): one try each, both optional."""
+        model = await self._optional(self._jbd(jbd.REG_MODEL, attempts=1))
+        if model is not None:
+            self._model = _text(model)
+        counters = await self._optional(self._jbd(jbd.REG_ERROR_COUNTERS, attempts=1))
+        if counters is not None:
+            with contextlib.suppress(ProtocolError):
+                self._error_counters = jbd.decode_error_counters(counters)
+
+    async def _jbd_read(self) -> BmsReading:
+        info = jbd.decode_basic_info(await self._jbd(jbd.REG_BASIC_INFO))
+        cells = jbd.decode_cell_voltages(await self._jbd(jbd.REG_CELL_VOLTAGES))
+        if not self._extras_done:
+            await self._jbd_extras()
+        return jbd.to_reading(info, cells, self._model)
+
+    async def _jbd_set_fets(self, charge: bool | None, discharge: bool | None) -> None:
+        if charge is None or discharge is None:
+            # 0xE1 sets both switches at once, so the one left alone must be rewritten as it
+            # is. The BMS cannot be asked for its switches: use what this client last wrote,
+            # else infer from the FET state - a FET that is off while a protection is active is
+            # taken as held by the protection (switch on), so it comes back when the fault ends.
+            known = self._jbd_switches
+            if known is None:
+                info = jbd.decode_basic_info(await self._jbd(jbd.REG_BASIC_INFO))
+                held = bool(info.protection)
+                known = (info.charge_fet or held, info.discharge_fet or held)
+            charge = known[0] if charge is None else charge
+            discharge = known[1] if discharge is None else discharge
+        code = (0 if charge else 1) | (0 if discharge else 2)
+        await self._jbd(jbd.REG_FACTORY_ENTER, jbd.FACTORY_ENTER_KEY)
+        try:
+            await self._jbd(jbd.REG_MOSFET_CONTROL, bytes((0x00, code)))
+        except BmsResponseError as err:
+            raise BmsWriteRejected(f"JBD refused MOSFET control: {err}") from err
+        finally:
+            with contextlib.suppress(ProtocolError):
+                await self._jbd(jbd.REG_FACTORY_EXIT, jbd.FACTORY_EXIT_NO_SAVE, attempts=1)
+        self._jbd_switches = (charge, discharge)
+
+    async def _jbd_info(self) -> BmsInfo:
+        info = jbd.decode_basic_info(await self._jbd(jbd.REG_BASIC_INFO))
+        await self._jbd_extras()
+        serial = None
+        entered = await self._optional(
+            self._jbd(jbd.REG_FACTORY_ENTER, jbd.FACTORY_ENTER_KEY, attempts=1)
+        )
+        if entered is not None:
+            try:
+                barcode = await self._optional(self._jbd(_JBD_REG_BARCODE, attempts=1))
+            finally:
+                with contextlib.suppress(ProtocolError):
+                    await self._jbd(jbd.REG_FACTORY_EXIT, jbd.FACTORY_EXIT_NO_SAVE, attempts=1)
+            if barcode:
+                serial = _text(barcode[1 : 1 + barcode[0]])
+        return BmsInfo(
+            protocol=self._protocol,
+            model=self._model,
+            serial=serial,
+            firmware_version=info.software_version,
+            manufacture_date=info.manufacture_date,
+            cell_count=info.cell_count,
+            nominal_capacity=info.nominal_capacity,
+        )
+
+    # --- Daly ------------------------------------------------------------------------------
+
+    async def _daly(
+        self, command: int, count: int = 1, *, data: bytes = b"", attempts: int | None = None
+    ) -> list[daly.DalyFrame]:
+        """Send one command; returns the ``count`` reply frames."""
+        host = self._address
+        frames = await self._exchange(
+            daly.encode_request(command, host, data),
+            # Skip the echo a half-duplex adapter returns: it carries the host address.
+            lambda f: f[2] == command and f[1] != host,
+            count,
+            attempts=attempts,
+        )
+        return [daly.parse_frame(frame) for frame in frames]
+
+    async def _daly_read(self) -> BmsReading:
+        if not self._extras_done and self._rated is None:
+            rated = await self._optional(self._daly(daly.CMD_RATED, attempts=1))
+            if rated is not None:
+                self._rated = daly.decode_rated(rated[0].data)
+        status = daly.decode_status((await self._daly(daly.CMD_STATUS))[0].data)
+        soc = daly.decode_soc((await self._daly(daly.CMD_SOC))[0].data, invert_current=self._invert)
+        mosfet = daly.decode_mosfet_status((await self._daly(daly.CMD_MOSFET))[0].data)
+        cells = status.cell_count
+        sensors = status.temperature_sensor_count
+        voltages: list[float] = []
+        if cells:
+            frames = await self._daly(
+                daly.CMD_CELL_VOLTAGES, math.ceil(cells / daly.CELLS_PER_FRAME)
+            )
+            voltages = daly.decode_cell_voltage_frames(frames, cells)
+        temperatures: list[int] = []
+        if sensors:
+            frames = await self._daly(
+                daly.CMD_TEMPERATURES, math.ceil(sensors / daly.TEMPERATURES_PER_FRAME)
+            )
+            temperatures = daly.decode_temperature_frames(frames, sensors)
+        balance = daly.decode_balance((await self._daly(daly.CMD_BALANCE))[0].data, cells)
+        faults = daly.decode_faults((await self._daly(daly.CMD_FAULTS))[0].data)
+        return daly.to_reading(
+            soc=soc,
+            mosfet=mosfet,
+            status=status,
+            cell_voltages=voltages,
+            temperatures=temperatures,
+            balance=balance,
+            faults=faults,
+            rated=self._rated,
+        )
+
+    async def _daly_set_fets(self, charge: bool | None, discharge: bool | None) -> bool:
+        """Send the FET commands; False if the BMS echoed another state than requested."""
+        echo_ok = True
+        for command, on in ((daly.CMD_CHARGE_FET, charge), (daly.CMD_DISCHARGE_FET, discharge)):
+            if on is None:
+                continue
+            (reply,) = await self._daly(command, data=bytes((int(on),)))
+            if bool(reply.data[0]) is not on:
+                echo_ok = False
+        return echo_ok
+
+    async def _daly_info(self) -> BmsInfo:
+        status = daly.decode_status((await self._daly(daly.CMD_STATUS))[0].data)
+        rated = await self._optional(self._daly(daly.CMD_RATED, attempts=1))
+        if rated is not None:
+            self._rated = daly.decode_rated(rated[0].data)
+        code = await self._optional(
+            self._daly(_DALY_CMD_BATTERY_CODE, _DALY_CODE_FRAMES, attempts=1)
+        )
+        serial = None
+        if code is not None:
+            # Each frame: its number (1-5), then seven characters.
+            ordered = sorted(code, key=lambda frame: frame.data[0])
+            serial = _text(b"".join(frame.data[1:] for frame in ordered))
+        return BmsInfo(
+            protocol=self._protocol,
+            serial=serial,
+            cell_count=status.cell_count,
+            nominal_capacity=self._rated.capacity if self._rated else None,
+            address=self._address,
+        )
+
+    # --- ANT -------------------------------------------------------------------------------
+
+    async def _ant_legacy_status(self) -> bytes:
+        (frame,) = await self._exchange(ant.LEGACY_STATUS_REQUEST, lambda _f: True)
+        return frame
+
+    async def _ant_new_status(self) -> bytes:
+        (frame,) = await self._exchange(
+            ant.encode_status_request(), lambda f: f[2] == ant.FUNCTION_STATUS
+        )
+        return ant.parse_frame(frame).payload
+
+    async def _ant_set_fets(self, charge: bool | None, discharge: bool | None) -> None:
+        for is_charge, on in ((True, charge), (False, discharge)):
+            if on is not None:
+                write, _apply = ant.encode_legacy_mosfet(is_charge, on)
+                await self._send_only(write)
+        await self._send_only(ant.encode_legacy_apply())
+        await asyncio.sleep(ANT_APPLY_TIME)
+
+    async def _ant_new_info(self) -> BmsInfo:
+        status = ant.decode_status(await self._ant_new_status())
+        frames = await self._optional(
+            self._exchange(
+                ant.encode_request(
+                    _ANT_DEVICE_INFO_COMMAND, _ANT_DEVICE_INFO_ADDRESS, _ANT_DEVICE_INFO_LENGTH
+                ),
+                lambda f: f[2] == ant.FUNCTION_DEVICE_INFO,
+                attempts=1,
+            )
+        )
+        model = firmware = None
+        if frames is not None:
+            payload = ant.parse_frame(frames[0]).payload
+            field_size = _ANT_DEVICE_INFO_FIELD
+            model = _text(payload[:field_size].split(b"\0", 1)[0])
+            firmware = _text(payload[field_size : 2 * field_size].split(b"\0", 1)[0])
+        return BmsInfo(
+            protocol=self._protocol,
+            model=model,
+            firmware_version=firmware,
+            cell_count=status.cell_count,
+            nominal_capacity=status.nominal_capacity,
+        )
+
+
+_DETECTION_ORDER: Final[tuple[tuple[BmsProtocol, int | None], ...]] = (
+    (BmsProtocol.JBD, None),
+    (BmsProtocol.DALY, daly.HOST_ADDRESS_RS485),
+    (BmsProtocol.DALY, daly.HOST_ADDRESS_UART),
+    (BmsProtocol.ANT, None),
+    (BmsProtocol.ANT_NEW, None),
+)
+
+
+async def detect_protocol(
+    port: str, *, timeout: float = 1.5, open_connection: OpenConnection | None = None
+) -> tuple[BmsProtocol, BmsInfo]:
+    """Find out which BMS answers on ``port`` (this port only: probing others is unsafe).
+
+    Tries JBD, Daly on the RS485 then the UART address, ANT legacy, then ANT 2021, each with
+    one request and ``timeout`` seconds to answer. Raises :class:`BmsNotConnected` when the
+    port cannot be opened and :class:`BmsNotDetected` when nothing answered.
+    """
+    for protocol, address in _DETECTION_ORDER:
+        client = SerialBmsClient(
+            port,
+            protocol,
+            address=address,
+            request_timeout=timeout,
+            retries=0,
+            open_connection=open_connection,
+        )
+        try:
+            info = await client.read_info()
+        except BmsNotConnected:
+            raise
+        except ProtocolError as err:
+            _LOGGER.debug("No %s BMS on %s: %s", protocol, port, err)
+            continue
+        finally:
+            await client.close()
+        return protocol, info
+    raise BmsNotDetected(f"no JBD, Daly or ANT BMS answered on {port}")
