@@ -45,6 +45,7 @@ async def _measure(config_dir: str, samples: int, interval: float) -> list[float
         runner.RuntimeConfig(config_dir=config_dir, skip_pip=True)
     )
     assert hass is not None
+    await hass.async_start()  # so that async_stop() below really stops it
     sim = VeDirectSimulator("mppt", serial_number="HQBENCH0001", interval=interval, seed=7)
     await sim.start()
     written: dict[str, float] = {}

@@ -11,6 +11,7 @@ import pytest
 from custom_components.sma_victron_bridge.control.chemistry import ChargeSettings
 from custom_components.sma_victron_bridge.control.limits import (
     STEP_CURRENT,
+    STEP_HOLD,
     AlarmItem,
     LimitPolicy,
     LimitResult,
@@ -308,19 +309,22 @@ def test_no_data_means_no_current() -> None:
 
 
 def test_overvoltage_steps_through_one_amp_then_holds_and_ramps() -> None:
-    """DESIGN.md invariant 4: a charge cut-off reaches 0 A through one update at 1 A."""
+    """DESIGN.md invariant 4: a charge cut-off reaches 0 A through 1 A, held for STEP_HOLD."""
     policy = settled()
     over = policy.update(snap(101.0, cells=cells_with(high=3.56)), 101.0)
     assert (over.charge_current, over.charge_reason) == (STEP_CURRENT, Reason.OVERVOLTAGE)
-    still = policy.update(snap(101.5, cells=cells_with(high=3.56)), 101.5)
+    # Held longer than one send period, so a frame at 1 A is on the wire before 0 A.
+    held_step = policy.update(snap(101.0 + STEP_HOLD - 0.01, cells=cells_with(high=3.56)), 102.19)
+    assert held_step.charge_current == STEP_CURRENT
+    still = policy.update(snap(102.3, cells=cells_with(high=3.56)), 102.3)
     assert (still.charge_current, still.charge_reason) == (0.0, Reason.OVERVOLTAGE)
-    # Cause gone at t=102: held at 0 for 30 s, then 5 A/s.
-    held = run(policy, 102.0, 131.0)
+    # Cause gone at t=102.5: held at 0 for 30 s, then 5 A/s.
+    held = run(policy, 102.5, 131.5)
     assert (held.charge_current, held.charge_reason) == (0.0, Reason.RECOVERY_HOLD)
-    reopened = policy.update(snap(132.0), 132.0)
+    reopened = policy.update(snap(132.5), 132.5)
     assert reopened.charge_current == 5.0
     assert reopened.charge_reason is Reason.RECOVERY_RAMP
-    assert run(policy, 133.0, 141.0).charge_current == 50.0
+    assert run(policy, 133.5, 141.5).charge_current == 50.0
     # Discharging was never affected.
     assert reopened.discharge_current == 100.0
 
@@ -330,7 +334,9 @@ def test_soft_fall_passes_one_update_at_one_amp() -> None:
     first = policy.update(snap(101.0, cells=cells_with(high=3.50)), 101.0)
     assert (first.charge_current, first.charge_reason) == (STEP_CURRENT, Reason.CELL_VOLTAGE)
     second = policy.update(snap(102.0, cells=cells_with(high=3.50)), 102.0)
-    assert second.charge_current == 0.0
+    assert second.charge_current == STEP_CURRENT  # one send period has not surely passed
+    third = policy.update(snap(103.0, cells=cells_with(high=3.50)), 103.0)
+    assert third.charge_current == 0.0
 
 
 def test_fall_from_below_one_amp_goes_straight_to_zero() -> None:
@@ -368,7 +374,7 @@ def test_stale_source_stops_charging_and_holds_discharge() -> None:
     assert first.warnings == {AlarmItem.BMS_INTERNAL}
     assert first.alarms == frozenset()
     assert first.source_age == 31.0
-    second = policy.update(None, 132.0)  # the source lost its snapshot: the last one counts
+    second = policy.update(None, 132.5)  # the source lost its snapshot: the last one counts
     assert second.charge_current == 0.0
     assert policy.last_snapshot is last
     long_after = policy.update(None, 1000.0)
@@ -423,7 +429,7 @@ def test_charge_block_is_soft_and_never_hides_a_cutoff() -> None:
     blocked = policy.update(snap(101.0), 101.0, charge_block=Reason.FORCED_OFF)
     assert (blocked.charge_current, blocked.charge_reason) == (STEP_CURRENT, Reason.FORCED_OFF)
     assert blocked.discharge_current == 100.0
-    assert policy.update(snap(102.0), 102.0, charge_block=Reason.FORCED_OFF).charge_current == 0.0
+    assert policy.update(snap(102.5), 102.5, charge_block=Reason.FORCED_OFF).charge_current == 0.0
     over = policy.update(
         snap(103.0, cells=cells_with(high=3.56)), 103.0, charge_block=Reason.FORCED_OFF
     )
@@ -485,7 +491,7 @@ def test_limit_invariants(settings: ChargeSettings, steps: list[dict[str, Any]])
     latest: BatterySnapshot | None = None
     previous: LimitResult | None = None
     previous_time = 0.0
-    previous_cut = False
+    cut_since: float | None = None
     for step in steps:
         now += step["dt"]
         if step["fresh"] or latest is None:
@@ -527,11 +533,14 @@ def test_limit_invariants(settings: ChargeSettings, steps: list[dict[str, Any]])
             if t is not None and not table[0][0] < t < table[-1][0]:
                 charge_cut = True
         if charge_cut:
-            # At most one update at 1 A on the way down, then 0 (invariant 4).
+            # At most 1 A, for at most STEP_HOLD after the cut was first seen (invariant 4).
             assert ccl <= STEP_CURRENT
-            if previous_cut:
+            if cut_since is None:
+                cut_since = now
+            elif now - cut_since >= STEP_HOLD:
                 assert ccl == 0.0
-        previous_cut = charge_cut
+        else:
+            cut_since = None
         if result.stale:
             assert ccl <= STEP_CURRENT
             if previous is not None and previous.stale:

@@ -841,3 +841,54 @@ async def test_kernel_timer_backend_failures_reopen(
     assert "final BMS frames not accepted" in caplog.text
     assert link_threads() == []
     assert sim.min_interval_violations == 0
+
+
+class BurstNoiseBus(VirtualBus):
+    """After each frame, the next immediate read hits a malformed line (slcan-style noise)."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(channel=channel, receive_own_messages=False)
+        self.noise_after_frame = False
+        self.noise_raised = 0
+
+    def recv(self, timeout: float | None = None) -> can.Message | None:
+        if timeout == 0 and self.noise_after_frame:
+            self.noise_after_frame = False
+            self.noise_raised += 1
+            raise ValueError("truncated slcan line")
+        message = super().recv(timeout)
+        if message is not None:
+            self.noise_after_frame = True
+        return message
+
+
+async def test_a_burst_is_handed_over_together_and_noise_inside_it_loses_nothing(
+    rig: Rig,
+) -> None:
+    opened: list[BurstNoiseBus] = []
+
+    def open_bus(config: CanConfig) -> can.BusABC:
+        bus = BurstNoiseBus(config.channel)
+        opened.append(bus)
+        return bus
+
+    link, seen = rig.link(open_bus=open_bus)
+    await link.start()
+    peer = rig.bus(lambda channel: VirtualBus(channel=channel, receive_own_messages=False))
+    burst = [
+        can.Message(
+            arbitration_id=0x305,
+            is_extended_id=False,
+            data=bytes([n, 2, 0xF6, 0xFF, 0xDC, 0, 0x76, 2]),
+        )
+        for n in range(40)
+    ]
+    for message in burst:
+        peer.send(message)
+    arrived = await wait_until(lambda: len(seen.frames) == 40)
+    assert arrived, (len(seen.frames), opened[0].noise_raised, link.line_errors)
+    # Every frame arrived in order; the noise inside the burst was skipped, not fatal.
+    assert [data[0] for _, data, _ in seen.frames] == list(range(40))
+    assert opened[0].noise_raised >= 1
+    assert link.line_errors == opened[0].noise_raised
+    assert seen.states == []

@@ -44,6 +44,10 @@ from .chemistry import ChargeSettings, Curve
 from .snapshot import BatterySnapshot
 
 STEP_CURRENT: Final = 1.0
+# The 1 A step is held this long, not for one update: the limits are re-decided every second and
+# sent every second by a separate timer, so a value held for just one update can be replaced
+# before it ever reaches the wire. Longer than one send period guarantees one frame at 1 A.
+STEP_HOLD: Final = 1.2
 """A soft fall to 0 A shows this value (or less) for one update first."""
 
 OVERCURRENT_FACTOR: Final = 1.2
@@ -429,10 +433,18 @@ class _Channel:
     through 1 A before it is removed). The discharge limit drops to 0 at once on under-voltage.
     """
 
-    __slots__ = ("always_step", "last_time", "output", "positive_since", "recovering")
+    __slots__ = (
+        "always_step",
+        "last_time",
+        "output",
+        "positive_since",
+        "recovering",
+        "stepping_since",
+    )
 
     def __init__(self, *, always_step: bool) -> None:
         self.always_step = always_step
+        self.stepping_since: float | None = None
         self.output = 0.0
         self.recovering = False
         self.positive_since: float | None = None
@@ -444,9 +456,16 @@ class _Channel:
         if target.value <= 0.0:
             self.recovering = True
             self.positive_since = None
-            soft_step = self.output > STEP_CURRENT and (self.always_step or not target.hard)
-            self.output = STEP_CURRENT if soft_step else 0.0
+            if self.stepping_since is not None and now - self.stepping_since < STEP_HOLD:
+                return self.output, target.reason
+            if self.output > STEP_CURRENT and (self.always_step or not target.hard):
+                self.output = STEP_CURRENT
+                self.stepping_since = now
+            else:
+                self.output = 0.0
+                self.stepping_since = None
             return self.output, target.reason
+        self.stepping_since = None
         if self.recovering:
             if self.positive_since is None:
                 self.positive_since = now

@@ -89,6 +89,9 @@ RECV_TIMEOUT: Final = 0.2
 SEND_ERRORS_BEFORE_REOPEN: Final = 3
 """Failed sends on one connection after which the bus is reopened."""
 MAX_NOISE_IN_A_ROW: Final = 20
+# Frames already waiting after a receive are drained and handed to the event loop together: one
+# hand-over per burst instead of per frame (a busy 500 kbit/s bus carries ~4,000 frames/s).
+MAX_BATCH: Final = 256
 """Malformed lines in a row (no good frame, no idle poll between) that count as a dead link."""
 KERNEL_TIMER_MARGIN: Final = 0.05
 """Extra wait past one period for a backend whose sends cannot be observed (socketcan BCM), s."""
@@ -786,8 +789,25 @@ class CanLink:
                         cast("Any", bus).flush()
                 continue
             noise = 0
-            if message is not None:
-                self._handle(message)
+            if message is None:
+                continue
+            batch: list[tuple[int, bytes, float]] = []
+            self._handle(message, batch)
+            try:
+                while len(batch) < MAX_BATCH:
+                    more = bus.recv(0)
+                    if more is None:
+                        break
+                    self._handle(more, batch)
+            except Exception as err:
+                if batch:
+                    self._call(self._deliver_batch, batch)
+                    batch = []
+                if not _is_line_noise(err):
+                    raise _LinkDownError(_describe(err)) from err
+                noise = self._noise(noise, err)
+            if batch:
+                self._call(self._deliver_batch, batch)
 
     def _noise(self, count: int, error: Exception) -> int:
         self._line_errors += 1
@@ -797,7 +817,7 @@ class CanLink:
         _LOGGER.debug("skipped a malformed line: %s", error)
         return count
 
-    def _handle(self, message: can.Message) -> None:
+    def _handle(self, message: can.Message, batch: list[tuple[int, bytes, float]]) -> None:
         if message.is_error_frame:
             self._error_frames += 1
             return
@@ -809,7 +829,7 @@ class CanLink:
         arbitration_id = message.arbitration_id
         if message.is_extended_id or message.is_remote_frame or arbitration_id not in _SI_IDS:
             return
-        self._call(self._deliver, arbitration_id, bytes(message.data), message.timestamp)
+        batch.append((arbitration_id, bytes(message.data), message.timestamp))
 
     def _drop(self, bus: can.BusABC, reason: str) -> None:
         """The bus failed: report it, stop the frames and close the bus (reader thread)."""
@@ -868,8 +888,9 @@ class CanLink:
     # These run on the loop and look the callback up only then: after close() the callbacks are
     # no-ops, so nothing queued before the close reaches the owner afterwards.
 
-    def _deliver(self, arbitration_id: int, data: bytes, timestamp: float) -> None:
-        self._on_frame(arbitration_id, data, timestamp)
+    def _deliver_batch(self, batch: list[tuple[int, bytes, float]]) -> None:
+        for arbitration_id, data, timestamp in batch:
+            self._on_frame(arbitration_id, data, timestamp)
 
     def _notify_state(self, connected: bool, reason: str | None) -> None:
         self._on_state(connected, reason)
