@@ -7,12 +7,18 @@ from pathlib import Path
 
 from homeassistant.components.sensor import SensorDeviceClass
 
-from custom_components.sma_victron_bridge.devices.vedirect_entities import (
-    BINARY_SENSORS,
-    NUMBERS,
-    SELECTS,
-    SENSORS,
+from custom_components.sma_victron_bridge.devices import (
+    serial_bms_entities as bms,
+    sunny_island_entities as si,
+    vedirect_entities as ved,
 )
+
+SENSORS = (*ved.SENSORS, *bms.SENSORS, *si.SENSORS)
+BINARY_SENSORS = (*ved.BINARY_SENSORS, *bms.BINARY_SENSORS, *si.BINARY_SENSORS)
+NUMBERS = (*ved.NUMBERS, *si.NUMBERS)
+SELECTS = (*ved.SELECTS, *si.SELECTS)
+SWITCHES = bms.SWITCHES
+BUTTONS = si.BUTTONS
 
 PACKAGE = Path(__file__).parent.parent / "custom_components" / "sma_victron_bridge"
 EN = json.loads((PACKAGE / "translations" / "en.json").read_text())
@@ -35,6 +41,8 @@ def test_other_platforms_are_translated() -> None:
         ("binary_sensor", BINARY_SENSORS),
         ("number", NUMBERS),
         ("select", SELECTS),
+        ("switch", SWITCHES),
+        ("button", BUTTONS),
     ):
         for description in descriptions:
             assert description.translation_key in EN["entity"][platform], description.key
@@ -46,7 +54,30 @@ def test_other_platforms_are_translated() -> None:
 
 
 def test_no_translation_or_icon_for_entities_that_do_not_exist() -> None:
-    keys = {str(d.translation_key) for d in (*SENSORS, *BINARY_SENSORS, *NUMBERS, *SELECTS)}
-    for platform in ("sensor", "binary_sensor", "number", "select"):
+    every = (*SENSORS, *BINARY_SENSORS, *NUMBERS, *SELECTS, *SWITCHES, *BUTTONS)
+    keys = {str(d.translation_key) for d in every}
+    for platform in ("sensor", "binary_sensor", "number", "select", "switch", "button"):
         assert set(EN["entity"][platform]) <= keys
         assert set(ICONS["entity"].get(platform, {})) <= keys
+
+
+def test_one_meaning_per_translation_key() -> None:
+    """Kinds share translation keys per platform: a shared key must mean the same options."""
+    by_key: dict[str, set[str]] = {}
+    for description in SENSORS:
+        if description.options is not None:
+            options = by_key.setdefault(str(description.translation_key), set(description.options))
+            assert options == set(description.options), description.key
+
+
+def test_placeholders_are_filled() -> None:
+    """Names with {placeholders} get them from the description, and only those."""
+    import re
+
+    every = (*SENSORS, *BINARY_SENSORS)
+    for description in every:
+        platform = "sensor" if description in SENSORS else "binary_sensor"
+        name = EN["entity"][platform][str(description.translation_key)]["name"]
+        wanted = set(re.findall(r"{(\w+)}", name))
+        given = set(description.translation_placeholders or {})
+        assert wanted == given, description.key

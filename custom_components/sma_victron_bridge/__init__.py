@@ -26,7 +26,13 @@ def _create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRunt
         from .devices.vedirect import VeDirectRuntime
 
         return VeDirectRuntime(hass, entry)
-    raise NotImplementedError(kind)  # pragma: no cover - every DeviceKind has a runtime
+    if kind is DeviceKind.SERIAL_BMS:
+        from .devices.serial_bms import SerialBmsRuntime
+
+        return SerialBmsRuntime(hass, entry)
+    from .devices.sunny_island import SunnyIslandRuntime
+
+    return SunnyIslandRuntime(hass, entry)
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> bool:
@@ -49,5 +55,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> b
 
 
 async def _async_options_updated(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
-    """Options change what the runtime does (e.g. forwarding): reload to apply them."""
+    """Apply changed options: live where the runtime can (a BMS must never stop), else reload."""
+    if await entry.runtime_data.async_apply_options():
+        return
     await hass.config_entries.async_reload(entry.entry_id)

@@ -8,7 +8,6 @@ place (USB discovery and reconfigure both rely on that).
 
 from __future__ import annotations
 
-import os
 import secrets
 from typing import Any, Literal
 
@@ -22,9 +21,14 @@ from homeassistant.config_entries import (
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import selector
 from homeassistant.helpers.service_info.usb import UsbServiceInfo
-import serial.tools.list_ports
 import voluptuous as vol
 
+from .config_flow_kinds import (
+    SerialBmsFlow,
+    SerialBmsOptionsFlow,
+    SunnyIslandFlow,
+    SunnyIslandOptionsFlow,
+)
 from .const import (
     CONF_DEVICE,
     CONF_FORWARD_SOURCE,
@@ -41,59 +45,39 @@ from .const import (
     DeviceKind,
 )
 from .devices.vedirect import ProbeError, ProbeResult, async_probe
+from .flow_helpers import (
+    PORT_MANUAL,
+    SIMULATED_PREFIX,
+    async_port_exists,
+    async_port_options,
+    port_selector,
+)
 from .protocols.vedirect_fields import DeviceFamily
 from .simulators.vedirect import VeDirectSimulator
 
 CONF_FAMILY = "family"
-PORT_MANUAL = "manual"
-SIMULATED_PREFIX = "simulated_"
 SIMULATED_MODELS: dict[str, Literal["mppt", "bmv"]] = {"mppt": "mppt", "bmv": "bmv"}
-
-
-def _list_serial_ports() -> dict[str, str]:
-    """Stable path → human-readable name of every serial port (runs in the executor)."""
-    ports: dict[str, str] = {}
-    for port in serial.tools.list_ports.comports():
-        path = usb.get_serial_by_id(port.device)
-        ports[path] = usb.human_readable_device_name(
-            port.device,
-            port.serial_number,
-            port.manufacturer,
-            port.description,
-            None if port.vid is None else f"{port.vid:04X}",
-            None if port.pid is None else f"{port.pid:04X}",
-        )
-    return ports
 
 
 async def _async_port_options(
     hass: HomeAssistant, advanced: bool
 ) -> list[selector.SelectOptionDict]:
-    ports = await hass.async_add_executor_job(_list_serial_ports)
-    options = [selector.SelectOptionDict(value=path, label=name) for path, name in ports.items()]
-    options.append(selector.SelectOptionDict(value=PORT_MANUAL, label="Enter the path manually"))
-    if advanced:
-        options.extend(
-            selector.SelectOptionDict(
-                value=f"{SIMULATED_PREFIX}{model}",
-                label=f"Simulated {model.upper()} (built-in simulator, no hardware)",
-            )
+    simulated = (
+        {
+            model: f"Simulated {model.upper()} (built-in simulator, no hardware)"
             for model in SIMULATED_MODELS
-        )
-    return options
+        }
+        if advanced
+        else None
+    )
+    return await async_port_options(hass, simulated)
 
 
 def _port_schema(
     options: list[selector.SelectOptionDict], default: str | None = None
 ) -> vol.Schema:
     return vol.Schema(
-        {
-            vol.Required(CONF_PORT, default=default or vol.UNDEFINED): selector.SelectSelector(
-                selector.SelectSelectorConfig(
-                    options=options, mode=selector.SelectSelectorMode.DROPDOWN, custom_value=True
-                )
-            )
-        }
+        {vol.Required(CONF_PORT, default=default or vol.UNDEFINED): port_selector(options)}
     )
 
 
@@ -102,7 +86,7 @@ def _unique_id(result: ProbeResult, port: str) -> str:
     return result.serial_number or f"port:{port}"
 
 
-class BridgeConfigFlow(ConfigFlow, domain=DOMAIN):
+class BridgeConfigFlow(SerialBmsFlow, SunnyIslandFlow, ConfigFlow, domain=DOMAIN):
     """Config flow of the integration: a menu of device kinds, each with its own steps."""
 
     VERSION = 1
@@ -116,18 +100,32 @@ class BridgeConfigFlow(ConfigFlow, domain=DOMAIN):
     @staticmethod
     @callback
     def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
-        """Options exist for MPPTs (battery-sense forwarding)."""
+        """Each kind's options: forwarding (MPPT), charge settings (BMS, Sunny Island)."""
+        kind = config_entry.data.get(CONF_DEVICE)
+        if kind == DeviceKind.SERIAL_BMS:
+            return SerialBmsOptionsFlow()
+        if kind == DeviceKind.SUNNY_ISLAND:
+            return SunnyIslandOptionsFlow()
         return VeDirectOptionsFlow()
 
     @classmethod
     @callback
     def async_supports_options_flow(cls, config_entry: ConfigEntry) -> bool:
-        """Only chargers have options today: battery-sense forwarding."""
+        """BMSes, Sunny Islands and MPPTs have options; monitors and inverters do not."""
+        if config_entry.data.get(CONF_DEVICE) in (DeviceKind.SERIAL_BMS, DeviceKind.SUNNY_ISLAND):
+            return True
         return config_entry.data.get(CONF_FAMILY) == DeviceFamily.MPPT.value
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Menu of the device kinds that work in this version."""
-        return self.async_show_menu(step_id="user", menu_options=[DeviceKind.VEDIRECT.value])
+        return self.async_show_menu(
+            step_id="user",
+            menu_options=[
+                DeviceKind.VEDIRECT.value,
+                DeviceKind.SERIAL_BMS.value,
+                DeviceKind.SUNNY_ISLAND.value,
+            ],
+        )
 
     # --- VE.Direct ---
 
@@ -170,7 +168,7 @@ class BridgeConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def _async_try_probe(self, port: str, errors: dict[str, str]) -> ProbeResult | None:
-        if not await self.hass.async_add_executor_job(os.path.exists, port):
+        if not await async_port_exists(self.hass, port):
             errors["base"] = "port_not_found"
             return None
         try:

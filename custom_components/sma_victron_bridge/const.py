@@ -14,6 +14,28 @@ CONF_PORT: Final = "port"
 CONF_SIMULATED: Final = "simulated"
 CONF_SERIAL_NUMBER: Final = "serial_number"
 
+# Serial BMS entries.
+CONF_PROTOCOL: Final = "protocol"
+CONF_ADDRESS: Final = "address"
+CONF_INVERT_CURRENT: Final = "invert_current"
+CONF_POLL_INTERVAL: Final = "poll_interval"
+DEFAULT_POLL_INTERVAL: Final = 2.0
+
+# Sunny Island entries.
+CONF_CAN_INTERFACE: Final = "can_interface"
+CONF_CAN_CHANNEL: Final = "can_channel"
+CONF_BITRATE: Final = "bitrate"
+CONF_CHEMISTRY: Final = "chemistry"
+CONF_CELLS: Final = "cells"
+CONF_CAPACITY: Final = "capacity_ah"
+CONF_CHARGE_MODE: Final = "charge_mode"
+CONF_SOURCE: Final = "source"
+CONF_SOURCE_SOC: Final = "source_soc_entity"
+CONF_SOURCE_VOLTAGE: Final = "source_voltage_entity"
+CONF_SOURCE_CURRENT: Final = "source_current_entity"
+CONF_SOURCE_TEMPERATURE: Final = "source_temperature_entity"
+SOURCE_ENTITIES: Final = "entities"
+
 # Options of a VE.Direct MPPT entry: battery-sense forwarding.
 CONF_FORWARD_SOURCE: Final = "forward_source"
 CONF_FORWARD_VOLTAGE_ENTITY: Final = "forward_voltage_entity"
@@ -32,3 +54,5 @@ class DeviceKind(StrEnum):
     """The `device` stored in every config entry: which kind of hardware it talks to."""
 
     VEDIRECT = "vedirect"
+    SERIAL_BMS = "serial_bms"
+    SUNNY_ISLAND = "sunny_island"

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from homeassistant.components.sensor import SensorEntity, SensorEntityDescription
+from homeassistant.components.sensor import (
+    RestoreSensor,
+    SensorEntity,
+    SensorEntityDescription,
+)
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
+from .devices.base import DeviceRuntime
 from .entity import BridgeEntity, BridgeEntityDescription, async_add_description_entities
 from .runtime import BridgeConfigEntry
 
@@ -28,6 +34,9 @@ class BridgeSensorEntityDescription(BridgeEntityDescription, SensorEntityDescrip
 
     value_fn: Callable[[Any], SensorValue]
     attributes_fn: Callable[[Any], dict[str, Any] | None] | None = None
+    # Totals the runtime computes itself (e.g. energy integrated from power) restart from the
+    # last state Home Assistant saved: ``restore_fn`` hands that value back to the runtime.
+    restore_fn: Callable[[DeviceRuntime, float], None] | None = None
 
 
 class BridgeSensor(BridgeEntity, SensorEntity):
@@ -53,10 +62,31 @@ class BridgeSensor(BridgeEntity, SensorEntity):
         return (True, self.native_value, repr(self.extra_state_attributes))
 
 
+class BridgeRestoreSensor(BridgeSensor, RestoreSensor):
+    """A sensor whose value the runtime accumulates and that continues after a restart."""
+
+    async def async_added_to_hass(self) -> None:
+        """Give the saved total back to the runtime before the first state is written."""
+        restore_fn = self.entity_description.restore_fn
+        last = await self.async_get_last_sensor_data()
+        if restore_fn is not None and last is not None and last.native_value is not None:
+            with contextlib.suppress(ValueError):
+                restore_fn(self.runtime, float(str(last.native_value)))
+        await super().async_added_to_hass()
+
+
+def _create_sensor(
+    runtime: DeviceRuntime, description: BridgeSensorEntityDescription
+) -> BridgeSensor:
+    if description.restore_fn is not None:
+        return BridgeRestoreSensor(runtime, description)
+    return BridgeSensor(runtime, description)
+
+
 async def async_setup_entry(
     hass: HomeAssistant,
     entry: BridgeConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the entry's sensors."""
-    async_add_description_entities(entry, Platform.SENSOR, BridgeSensor, async_add_entities)
+    async_add_description_entities(entry, Platform.SENSOR, _create_sensor, async_add_entities)

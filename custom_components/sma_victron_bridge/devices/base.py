@@ -105,6 +105,10 @@ class DeviceRuntime(ABC):
     async def async_shutdown(self) -> None:
         """Stop everything the runtime started, leaving the hardware in a safe state."""
 
+    async def async_apply_options(self) -> bool:
+        """Apply changed options without a reload; False (the default) asks for a reload."""
+        return False
+
     @abstractmethod
     def diagnostics(self) -> Mapping[str, Any]:
         """State useful in a bug report; the caller redacts identifying values."""

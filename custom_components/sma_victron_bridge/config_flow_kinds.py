@@ -1,0 +1,402 @@
+"""Config- and options-flow steps for serial BMSes and the Sunny Island BMS emulation.
+
+Mixed into the integration's one ``ConfigFlow`` class. Like VE.Direct, each kind tests the link
+before an entry exists: a BMS must answer (its protocol can be detected on the chosen port, and
+only there), a Sunny Island must be heard on the CAN bus.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.helpers import selector
+import voluptuous as vol
+
+from .const import (
+    CONF_ADDRESS,
+    CONF_BITRATE,
+    CONF_CAN_CHANNEL,
+    CONF_CAN_INTERFACE,
+    CONF_CAPACITY,
+    CONF_CELLS,
+    CONF_CHEMISTRY,
+    CONF_DEVICE,
+    CONF_INVERT_CURRENT,
+    CONF_POLL_INTERVAL,
+    CONF_PORT,
+    CONF_PROTOCOL,
+    CONF_SERIAL_NUMBER,
+    CONF_SIMULATED,
+    CONF_SOURCE,
+    CONF_SOURCE_CURRENT,
+    CONF_SOURCE_SOC,
+    CONF_SOURCE_TEMPERATURE,
+    CONF_SOURCE_VOLTAGE,
+    DEFAULT_POLL_INTERVAL,
+    DOMAIN,
+    SOURCE_ENTITIES,
+    DeviceKind,
+)
+from .control.chemistry import CHEMISTRIES, ChargeSettings
+from .devices.charge_settings import settings_from_entry
+from .devices.serial_bms import BmsProbe, async_probe_bms, create_simulator
+from .devices.vedirect import ProbeError
+from .flow_helpers import (
+    PORT_MANUAL,
+    SIMULATED_PREFIX,
+    async_port_exists,
+    async_port_options,
+    port_selector,
+    settings_errors,
+    settings_schema,
+)
+from .protocols.bms_client import BmsProtocol
+
+CONF_FAMILY = "family"
+PROTOCOL_AUTO = "auto"
+DALY_ADDRESSES = {"64": "0x40 (RS485)", "128": "0x80 (UART/TTL)"}
+SIMULATED_BMS = {
+    "jbd": "Simulated JBD BMS",
+    "daly": "Simulated Daly BMS",
+    "ant": "Simulated ANT BMS",
+}
+INTERFACES = ("socketcan", "slcan", "gs_usb")
+INTERFACE_SIMULATED = "simulated"
+
+
+def _select(
+    options: list[str] | list[selector.SelectOptionDict], translation_key: str | None = None
+) -> selector.SelectSelector:
+    config = selector.SelectSelectorConfig(options=options)
+    if translation_key is not None:
+        config["translation_key"] = translation_key
+    return selector.SelectSelector(config)
+
+
+def battery_sources(flow: ConfigFlow | OptionsFlow) -> list[selector.SelectOptionDict]:
+    """Entries of this integration that publish a battery snapshot, plus 'HA sensors'."""
+    sources = [
+        selector.SelectOptionDict(value=entry.entry_id, label=entry.title)
+        for entry in flow.hass.config_entries.async_entries(DOMAIN)
+        if entry.data.get(CONF_DEVICE) == DeviceKind.SERIAL_BMS
+        or entry.data.get(CONF_FAMILY) == "battery_monitor"
+    ]
+    sources.append(selector.SelectOptionDict(value=SOURCE_ENTITIES, label="Home Assistant sensors"))
+    return sources
+
+
+class SerialBmsFlow(ConfigFlow):
+    """Steps for a JBD/Daly/ANT BMS on a serial port."""
+
+    async def async_step_serial_bms(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Pick the port and protocol (auto-detected on this port by default)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            port = str(user_input[CONF_PORT]).strip()
+            if port.startswith(SIMULATED_PREFIX):
+                return await self._async_create_simulated_bms(port.removeprefix(SIMULATED_PREFIX))
+            if port == PORT_MANUAL or not await async_port_exists(self.hass, port):
+                errors[CONF_PORT] = "port_not_found"
+            else:
+                chosen = user_input.get(CONF_PROTOCOL, PROTOCOL_AUTO)
+                address = int(user_input.get(CONF_ADDRESS, "64"))
+                invert = bool(user_input.get(CONF_INVERT_CURRENT, False))
+                try:
+                    probe = await async_probe_bms(
+                        port,
+                        None if chosen == PROTOCOL_AUTO else BmsProtocol(chosen),
+                        address=address,
+                        invert_current=invert,
+                    )
+                except ProbeError as err:
+                    errors["base"] = err.reason
+                else:
+                    address = probe.address if probe.address is not None else address
+                    return await self._async_create_bms(port, probe, address, invert, None)
+        simulated = SIMULATED_BMS if self.show_advanced_options else None
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_PORT): port_selector(
+                    await async_port_options(self.hass, simulated)
+                ),
+                vol.Required(CONF_PROTOCOL, default=PROTOCOL_AUTO): _select(
+                    [PROTOCOL_AUTO, *(p.value for p in BmsProtocol)],
+                    translation_key="bms_protocol",
+                ),
+                vol.Required(CONF_ADDRESS, default="64"): _select(
+                    [selector.SelectOptionDict(value=k, label=v) for k, v in DALY_ADDRESSES.items()]
+                ),
+                vol.Required(CONF_INVERT_CURRENT, default=False): selector.BooleanSelector(),
+            }
+        )
+        return self.async_show_form(
+            step_id="serial_bms",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input),
+            errors=errors,
+        )
+
+    async def _async_create_simulated_bms(self, name: str) -> ConfigFlowResult:
+        protocol = BmsProtocol(name)
+        serial_number = f"SIM{secrets.randbelow(10**6):06d}"
+        simulator = create_simulator(protocol, serial_number)
+        await simulator.start()
+        try:
+            probe = await async_probe_bms(simulator.port, protocol)
+        finally:
+            await simulator.stop()
+        return await self._async_create_bms("", probe, None, False, serial_number)
+
+    async def _async_create_bms(
+        self,
+        port: str,
+        probe: BmsProbe,
+        address: int | None,
+        invert: bool,
+        simulated_serial: str | None,
+    ) -> ConfigFlowResult:
+        if simulated_serial is not None:
+            unique_id = f"simulated_bms_{simulated_serial}"
+        elif probe.info.serial:
+            unique_id = f"{probe.protocol.value}:{probe.info.serial}"
+        else:
+            unique_id = f"{probe.protocol.value}:{port}"
+        await self.async_set_unique_id(unique_id)
+        self._abort_if_unique_id_configured(updates={CONF_PORT: port} if port else None)
+        title = probe.title if simulated_serial is None else f"Simulated {probe.title}"
+        return self.async_create_entry(
+            title=title,
+            data={
+                CONF_DEVICE: DeviceKind.SERIAL_BMS.value,
+                CONF_PORT: port,
+                CONF_PROTOCOL: probe.protocol.value,
+                CONF_ADDRESS: address if probe.protocol is BmsProtocol.DALY else None,
+                CONF_INVERT_CURRENT: invert,
+                CONF_SERIAL_NUMBER: simulated_serial or probe.info.serial,
+                CONF_SIMULATED: simulated_serial is not None,
+                CONF_CELLS: len(probe.reading.cell_voltages) or probe.info.cell_count,
+                CONF_CAPACITY: probe.reading.nominal_capacity,
+            },
+        )
+
+
+class SunnyIslandFlow(ConfigFlow):
+    """Steps for the Sunny Island BMS emulation: CAN interface, battery, battery source."""
+
+    _si: dict[str, Any]
+
+    async def async_step_sunny_island(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Pick how the computer is connected to the Sunny Island's CAN bus."""
+        self._si = {}
+        if user_input is not None:
+            interface = user_input[CONF_CAN_INTERFACE]
+            if interface == INTERFACE_SIMULATED:
+                token = secrets.token_hex(4)
+                self._si = {CONF_SIMULATED: True, CONF_CAN_INTERFACE: "virtual"}
+                await self.async_set_unique_id(f"sunny_island:simulated:{token}")
+                return await self.async_step_sunny_island_battery()
+            self._si = {CONF_CAN_INTERFACE: interface}
+            return await self.async_step_sunny_island_channel()
+        options = list(INTERFACES)
+        if self.show_advanced_options:
+            options.append(INTERFACE_SIMULATED)
+        return self.async_show_form(
+            step_id="sunny_island",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_CAN_INTERFACE, default="socketcan"): _select(
+                        options, translation_key="can_interface"
+                    )
+                }
+            ),
+        )
+
+    async def async_step_sunny_island_channel(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The channel (can0, a serial port for slcan, an index for gs_usb); then listen."""
+        interface = self._si[CONF_CAN_INTERFACE]
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            # python-can is only needed once a Sunny Island is being set up.
+            from .devices.sunny_island import async_probe_si
+            from .protocols.can_link import CanConfig
+
+            channel = str(user_input[CONF_CAN_CHANNEL]).strip()
+            config = CanConfig(interface=interface, channel=channel)
+            try:
+                await async_probe_si(self.hass, config)
+            except ProbeError as err:
+                errors["base"] = err.reason
+            else:
+                self._si.update({CONF_CAN_CHANNEL: channel, CONF_BITRATE: config.bitrate})
+                await self.async_set_unique_id(f"sunny_island:{interface}:{channel}")
+                self._abort_if_unique_id_configured()
+                return await self.async_step_sunny_island_battery()
+        channel_field: Any
+        if interface == "slcan":
+            channel_field = port_selector(await async_port_options(self.hass))
+            default = None
+        else:
+            channel_field = str
+            default = "can0" if interface == "socketcan" else "0"
+        return self.async_show_form(
+            step_id="sunny_island_channel",
+            data_schema=vol.Schema(
+                {vol.Required(CONF_CAN_CHANNEL, default=default or vol.UNDEFINED): channel_field}
+            ),
+            description_placeholders={"interface": interface},
+            errors=errors,
+        )
+
+    async def async_step_sunny_island_battery(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Battery chemistry and size, and where its state of charge comes from."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                ChargeSettings.for_chemistry(
+                    user_input[CONF_CHEMISTRY],
+                    cells=int(user_input[CONF_CELLS]),
+                    capacity_ah=float(user_input[CONF_CAPACITY]),
+                )
+            except ValueError:
+                errors["base"] = "unsafe_setting"
+            else:
+                self._si.update(
+                    {
+                        CONF_CHEMISTRY: user_input[CONF_CHEMISTRY],
+                        CONF_CELLS: int(user_input[CONF_CELLS]),
+                        CONF_CAPACITY: float(user_input[CONF_CAPACITY]),
+                        CONF_SOURCE: user_input[CONF_SOURCE],
+                    }
+                )
+                if user_input[CONF_SOURCE] == SOURCE_ENTITIES:
+                    return await self.async_step_sunny_island_entities()
+                return self._async_create_si()
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_CHEMISTRY, default="lifepo4"): _select(
+                    list(CHEMISTRIES), translation_key="chemistry"
+                ),
+                vol.Required(CONF_CELLS, default=16): selector.NumberSelector(
+                    selector.NumberSelectorConfig(
+                        min=1, max=32, step=1, mode=selector.NumberSelectorMode.BOX
+                    )
+                ),
+                vol.Required(CONF_CAPACITY, default=280): selector.NumberSelector(
+                    selector.NumberSelectorConfig(
+                        min=1,
+                        max=10000,
+                        step=1,
+                        unit_of_measurement="Ah",
+                        mode=selector.NumberSelectorMode.BOX,
+                    )
+                ),
+                vol.Required(CONF_SOURCE): _select(battery_sources(self)),
+            }
+        )
+        return self.async_show_form(
+            step_id="sunny_island_battery", data_schema=schema, errors=errors
+        )
+
+    async def async_step_sunny_island_entities(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Home Assistant sensors as the battery source (SOC required)."""
+        if user_input is not None:
+            self._si.update(user_input)
+            return self._async_create_si()
+
+        def sensor(device_class: str) -> selector.EntitySelector:
+            return selector.EntitySelector(
+                selector.EntitySelectorConfig(domain="sensor", device_class=device_class)
+            )
+
+        return self.async_show_form(
+            step_id="sunny_island_entities",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_SOURCE_SOC): sensor("battery"),
+                    vol.Optional(CONF_SOURCE_VOLTAGE): sensor("voltage"),
+                    vol.Optional(CONF_SOURCE_CURRENT): sensor("current"),
+                    vol.Optional(CONF_SOURCE_TEMPERATURE): sensor("temperature"),
+                }
+            ),
+        )
+
+    def _async_create_si(self) -> ConfigFlowResult:
+        simulated = bool(self._si.get(CONF_SIMULATED))
+        title = "Simulated Sunny Island" if simulated else "Sunny Island"
+        return self.async_create_entry(
+            title=title, data={CONF_DEVICE: DeviceKind.SUNNY_ISLAND.value, **self._si}
+        )
+
+
+class SerialBmsOptionsFlow(OptionsFlow):
+    """Polling interval and the settings behind the computed charge limits."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Options start here; the form has its own step id (and its own texts)."""
+        return await self.async_step_bms_settings()
+
+    async def async_step_bms_settings(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """One form: how often to poll, and the charge-limit settings."""
+        settings = settings_from_entry(self.config_entry)
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            updated, errors = settings_errors(settings, user_input)
+            if updated is not None:
+                return self.async_create_entry(data=dict(user_input))
+        schema = vol.Schema(
+            {
+                vol.Required(
+                    CONF_POLL_INTERVAL,
+                    default=self.config_entry.options.get(
+                        CONF_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+                    ),
+                ): selector.NumberSelector(
+                    selector.NumberSelectorConfig(
+                        min=1,
+                        max=60,
+                        step=0.5,
+                        unit_of_measurement="s",
+                        mode=selector.NumberSelectorMode.BOX,
+                    )
+                ),
+                **settings_schema(settings),
+            }
+        )
+        return self.async_show_form(step_id="bms_settings", data_schema=schema, errors=errors)
+
+
+class SunnyIslandOptionsFlow(OptionsFlow):
+    """The charge settings; applied live, the BMS frames never stop for them."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Options start here; the form has its own step id (and its own texts)."""
+        return await self.async_step_charge_settings()
+
+    async def async_step_charge_settings(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The main charge settings, bounded by the chemistry."""
+        settings = settings_from_entry(self.config_entry)
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            updated, errors = settings_errors(settings, user_input)
+            if updated is not None:
+                return self.async_create_entry(data={**self.config_entry.options, **user_input})
+        return self.async_show_form(
+            step_id="charge_settings",
+            data_schema=vol.Schema(settings_schema(settings)),
+            errors=errors,
+        )
