@@ -184,6 +184,22 @@ class Api:
             raise RuntimeError(f"adding simulated {model} failed: {result}")
         return result
 
+    async def flow(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        """Walk a config flow (advanced mode) through ``steps``; the entry it created."""
+        flow = await self.request(
+            "POST",
+            "/api/config/config_entries/flow",
+            {"handler": DOMAIN, "show_advanced_options": True},
+        )
+        result: dict[str, Any] = flow
+        for step in steps:
+            result = await self.request(
+                "POST", f"/api/config/config_entries/flow/{flow['flow_id']}", step
+            )
+        if result.get("type") != "create_entry":
+            raise RuntimeError(f"flow did not create an entry: {result}")
+        return result
+
     async def set_options(self, entry_id: str, values: dict[str, Any]) -> None:
         """Run an entry's options flow with ``values``."""
         flow = await self.request(
@@ -195,7 +211,7 @@ class Api:
 
 
 async def add_demo_devices(api: Api) -> None:
-    """A simulated BMV and MPPT, with the BMV's readings forwarded to the MPPT."""
+    """A BMV forwarding to an MPPT, and a Sunny Island run by a JBD BMS — all simulated."""
     if await api.entries():
         return
     bmv = await api.add_simulated("vedirect", "bmv")
@@ -203,6 +219,24 @@ async def add_demo_devices(api: Api) -> None:
     await api.set_options(
         mppt["result"]["entry_id"],
         {"forward_source": bmv["result"]["entry_id"], "stale_after": 30},
+    )
+    bms = await api.flow(
+        [
+            {"next_step_id": "serial_bms"},
+            {"port": "simulated_jbd", "protocol": "auto", "address": "64", "invert_current": False},
+        ]
+    )
+    await api.flow(
+        [
+            {"next_step_id": "sunny_island"},
+            {"can_interface": "simulated"},
+            {
+                "chemistry": "lifepo4",
+                "cells": 16,
+                "capacity_ah": 280,
+                "source": bms["result"]["entry_id"],
+            },
+        ]
     )
 
 

@@ -20,24 +20,27 @@ if TYPE_CHECKING:
     from .runtime import BridgeConfigEntry
 
 
-def _create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
-    kind = DeviceKind(entry.data[CONF_DEVICE])
-    if kind is DeviceKind.VEDIRECT:
-        from .devices.vedirect import VeDirectRuntime
+# Each kind's module pulls in its protocol libraries (python-can scans package metadata when it
+# is imported), so it is imported in Home Assistant's import executor, never on the event loop.
+RUNTIMES: dict[DeviceKind, tuple[str, str]] = {
+    DeviceKind.VEDIRECT: ("vedirect", "VeDirectRuntime"),
+    DeviceKind.SERIAL_BMS: ("serial_bms", "SerialBmsRuntime"),
+    DeviceKind.SUNNY_ISLAND: ("sunny_island", "SunnyIslandRuntime"),
+}
 
-        return VeDirectRuntime(hass, entry)
-    if kind is DeviceKind.SERIAL_BMS:
-        from .devices.serial_bms import SerialBmsRuntime
 
-        return SerialBmsRuntime(hass, entry)
-    from .devices.sunny_island import SunnyIslandRuntime
+async def _async_create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
+    from homeassistant.helpers.importlib import async_import_module
 
-    return SunnyIslandRuntime(hass, entry)
+    module_name, class_name = RUNTIMES[DeviceKind(entry.data[CONF_DEVICE])]
+    module = await async_import_module(hass, f"{__name__}.devices.{module_name}")
+    runtime: DeviceRuntime = getattr(module, class_name)(hass, entry)
+    return runtime
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> bool:
     """Connect to the entry's device and set up its entities."""
-    runtime = _create_runtime(hass, entry)
+    runtime = await _async_create_runtime(hass, entry)
     await runtime.async_start()
     entry.runtime_data = runtime
     await hass.config_entries.async_forward_entry_setups(entry, runtime.platforms)

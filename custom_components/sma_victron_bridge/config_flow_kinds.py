@@ -223,14 +223,17 @@ class SunnyIslandFlow(ConfigFlow):
         interface = self._si[CONF_CAN_INTERFACE]
         errors: dict[str, str] = {}
         if user_input is not None:
-            # python-can is only needed once a Sunny Island is being set up.
-            from .devices.sunny_island import async_probe_si
-            from .protocols.can_link import CanConfig
+            # python-can is only needed once a Sunny Island is being set up; its import does
+            # blocking I/O, so it happens in the import executor.
+            from homeassistant.helpers.importlib import async_import_module
 
+            island = await async_import_module(
+                self.hass, "custom_components.sma_victron_bridge.devices.sunny_island"
+            )
             channel = str(user_input[CONF_CAN_CHANNEL]).strip()
-            config = CanConfig(interface=interface, channel=channel)
+            config = island.CanConfig(interface=interface, channel=channel)
             try:
-                await async_probe_si(self.hass, config)
+                await island.async_probe_si(self.hass, config)
             except ProbeError as err:
                 errors["base"] = err.reason
             else:

@@ -9,12 +9,13 @@ link drops and comes back when it returns, with one log line for each transition
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 import logging
 from typing import Any
 
-from homeassistant.const import Platform
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
@@ -72,6 +73,32 @@ class PushCoordinator[DataT](DataUpdateCoordinator[DataT]):
 
 
 type SnapshotListener = Callable[[BatterySnapshot], None]
+
+
+@callback
+def async_shutdown_on_stop(
+    hass: HomeAssistant, entry: ConfigEntry[Any], shutdown: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``shutdown`` when Home Assistant stops, which does not unload entries.
+
+    The listener removes itself when it fires; unloading the entry afterwards must then not try
+    to remove it again (Home Assistant logs that as an error).
+    """
+    fired = False
+
+    async def _on_stop(_event: Event) -> None:
+        nonlocal fired
+        fired = True
+        await shutdown()
+
+    unsubscribe = hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _on_stop)
+
+    @callback
+    def _remove() -> None:
+        if not fired:
+            unsubscribe()
+
+    entry.async_on_unload(_remove)
 
 
 class DeviceRuntime(ABC):

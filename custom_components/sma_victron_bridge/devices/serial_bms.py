@@ -16,8 +16,8 @@ import logging
 import time
 from typing import Any
 
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
@@ -50,7 +50,7 @@ from ..protocols.bms_client import (
 from ..protocols.bms_common import BmsReading
 from ..runtime import BridgeConfigEntry
 from ..simulators.bms import AntSimulator, DalySimulator, JbdSimulator
-from .base import DeviceRuntime, PushCoordinator
+from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .charge_settings import settings_from_entry
 from .serial_bms_entities import BINARY_SENSORS, SENSORS, SWITCHES
 
@@ -188,12 +188,7 @@ class SerialBmsRuntime(DeviceRuntime):
         self._task = self.entry.async_create_background_task(
             self.hass, self._async_poll_loop(), f"{DOMAIN} serial bms {port}"
         )
-        self.entry.async_on_unload(
-            self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._async_on_stop)
-        )
-
-    async def _async_on_stop(self, _event: Event) -> None:
-        await self.async_shutdown()
+        async_shutdown_on_stop(self.hass, self.entry, self.async_shutdown)
 
     async def _async_poll_loop(self) -> None:
         while True:

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 import can
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
-from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady, ServiceValidationError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceInfo
@@ -59,7 +59,7 @@ from ..protocols.sma_can import (
 )
 from ..runtime import BridgeConfigEntry
 from ..simulators.sunny_island import SunnyIslandSimulator
-from .base import DeviceRuntime, PushCoordinator
+from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .battery_source import BatterySource, EntitiesBatterySource, EntityIds, EntryBatterySource
 from .charge_settings import settings_from_entry
 from .sunny_island_entities import BINARY_SENSORS, BUTTONS, NUMBERS, SELECTS, SENSORS
@@ -246,9 +246,7 @@ class SunnyIslandRuntime(DeviceRuntime):
         self._first_task = self.entry.async_create_background_task(
             self.hass, self._async_first_frames(), "sunny island first frames"
         )
-        self._unsubs.append(
-            self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._async_on_stop)
-        )
+        async_shutdown_on_stop(self.hass, self.entry, self.async_shutdown)
 
     async def _async_first_frames(self) -> None:
         """Tick quickly until the first frames are out, then leave it to the 1 s tick."""
@@ -257,9 +255,6 @@ class SunnyIslandRuntime(DeviceRuntime):
             if self._first_frames.is_set():
                 return
             await asyncio.sleep(FIRST_FRAME_POLL)
-
-    async def _async_on_stop(self, _event: Event) -> None:
-        await self.async_shutdown()
 
     async def _async_tick(self, _now: object = None) -> None:
         self._tick()
@@ -547,3 +542,6 @@ async def async_probe_si(hass: HomeAssistant, config: CanConfig, wait: float = 5
         raise ProbeError("no_si_traffic") from err
     finally:
         await link.close()
+
+
+__all__ = ["CanConfig", "SunnyIslandRuntime", "async_probe_si"]

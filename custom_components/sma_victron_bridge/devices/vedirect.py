@@ -18,8 +18,8 @@ import re
 import time
 from typing import Any
 
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
-from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
@@ -58,7 +58,7 @@ from ..protocols.vedirect_fields import (
 )
 from ..runtime import BridgeConfigEntry
 from ..simulators.vedirect import VeDirectSimulator
-from .base import DeviceRuntime, PushCoordinator
+from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .battery_source import (
     BatterySource,
     EntitiesBatterySource,
@@ -305,12 +305,7 @@ class VeDirectRuntime(DeviceRuntime):
         self._async_start_forwarding()
         # Home Assistant does not unload entries when it stops: release the charger's remote
         # sense values and close the port while the event loop still runs.
-        self.entry.async_on_unload(
-            self.hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._async_on_stop)
-        )
-
-    async def _async_on_stop(self, _event: Event) -> None:
-        await self.async_shutdown()
+        async_shutdown_on_stop(self.hass, self.entry, self.async_shutdown)
 
     async def async_shutdown(self) -> None:
         """Release battery sense, stop the client and the simulator (safe to call twice)."""
