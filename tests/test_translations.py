@@ -9,12 +9,16 @@ from homeassistant.components.sensor import SensorDeviceClass
 
 from custom_components.sma_victron_bridge.devices import (
     serial_bms_entities as bms,
+    sunny_boy_entities as sb,
     sunny_island_entities as si,
     vedirect_entities as ved,
+    victron_ble_entities as vble,
 )
 
-SENSORS = (*ved.SENSORS, *bms.SENSORS, *si.SENSORS)
+SENSORS = (*ved.SENSORS, *bms.SENSORS, *si.SENSORS, *sb.SENSORS)
 BINARY_SENSORS = (*ved.BINARY_SENSORS, *bms.BINARY_SENSORS, *si.BINARY_SENSORS)
+SENSORS = (*SENSORS, *vble.SENSORS)
+BINARY_SENSORS = (*BINARY_SENSORS, *vble.BINARY_SENSORS)
 NUMBERS = (*ved.NUMBERS, *si.NUMBERS)
 SELECTS = (*ved.SELECTS, *si.SELECTS)
 SWITCHES = bms.SWITCHES

@@ -26,6 +26,8 @@ RUNTIMES: dict[DeviceKind, tuple[str, str]] = {
     DeviceKind.VEDIRECT: ("vedirect", "VeDirectRuntime"),
     DeviceKind.SERIAL_BMS: ("serial_bms", "SerialBmsRuntime"),
     DeviceKind.SUNNY_ISLAND: ("sunny_island", "SunnyIslandRuntime"),
+    DeviceKind.SUNNY_BOY: ("sunny_boy", "SunnyBoyRuntime"),
+    DeviceKind.VICTRON_BLE: ("victron_ble", "VictronBleRuntime"),
 }
 
 

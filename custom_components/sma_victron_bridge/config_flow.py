@@ -23,12 +23,14 @@ from homeassistant.helpers import selector
 from homeassistant.helpers.service_info.usb import UsbServiceInfo
 import voluptuous as vol
 
+from .config_flow_ble import VictronBleFlow, VictronBleOptionsFlow, victron_ble_supports_options
 from .config_flow_kinds import (
     SerialBmsFlow,
     SerialBmsOptionsFlow,
     SunnyIslandFlow,
     SunnyIslandOptionsFlow,
 )
+from .config_flow_sunny_boy import SunnyBoyFlow, SunnyBoyOptionsFlow
 from .const import (
     CONF_DEVICE,
     CONF_FORWARD_SOURCE,
@@ -86,7 +88,9 @@ def _unique_id(result: ProbeResult, port: str) -> str:
     return result.serial_number or f"port:{port}"
 
 
-class BridgeConfigFlow(SerialBmsFlow, SunnyIslandFlow, ConfigFlow, domain=DOMAIN):
+class BridgeConfigFlow(
+    SerialBmsFlow, SunnyIslandFlow, SunnyBoyFlow, VictronBleFlow, ConfigFlow, domain=DOMAIN
+):
     """Config flow of the integration: a menu of device kinds, each with its own steps."""
 
     VERSION = 1
@@ -106,6 +110,10 @@ class BridgeConfigFlow(SerialBmsFlow, SunnyIslandFlow, ConfigFlow, domain=DOMAIN
             return SerialBmsOptionsFlow()
         if kind == DeviceKind.SUNNY_ISLAND:
             return SunnyIslandOptionsFlow()
+        if kind == DeviceKind.SUNNY_BOY:
+            return SunnyBoyOptionsFlow()
+        if kind == DeviceKind.VICTRON_BLE:
+            return VictronBleOptionsFlow()
         return VeDirectOptionsFlow()
 
     @classmethod
@@ -114,6 +122,10 @@ class BridgeConfigFlow(SerialBmsFlow, SunnyIslandFlow, ConfigFlow, domain=DOMAIN
         """BMSes, Sunny Islands and MPPTs have options; monitors and inverters do not."""
         if config_entry.data.get(CONF_DEVICE) in (DeviceKind.SERIAL_BMS, DeviceKind.SUNNY_ISLAND):
             return True
+        if config_entry.data.get(CONF_DEVICE) == DeviceKind.SUNNY_BOY:
+            return True
+        if config_entry.data.get(CONF_DEVICE) == DeviceKind.VICTRON_BLE:
+            return victron_ble_supports_options(config_entry)
         return config_entry.data.get(CONF_FAMILY) == DeviceFamily.MPPT.value
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -124,6 +136,8 @@ class BridgeConfigFlow(SerialBmsFlow, SunnyIslandFlow, ConfigFlow, domain=DOMAIN
                 DeviceKind.VEDIRECT.value,
                 DeviceKind.SERIAL_BMS.value,
                 DeviceKind.SUNNY_ISLAND.value,
+                DeviceKind.SUNNY_BOY.value,
+                DeviceKind.VICTRON_BLE.value,
             ],
         )
 
@@ -247,6 +261,10 @@ class BridgeConfigFlow(SerialBmsFlow, SunnyIslandFlow, ConfigFlow, domain=DOMAIN
     ) -> ConfigFlowResult:
         """Move an entry to another port; the device there must be the same device."""
         entry = self._get_reconfigure_entry()
+        if entry.data.get(CONF_DEVICE) == DeviceKind.SUNNY_BOY:
+            return await self.async_step_sunny_boy_reconfigure()
+        if entry.data.get(CONF_DEVICE) == DeviceKind.VICTRON_BLE:
+            return await self.async_step_victron_ble_reconfigure()
         if entry.data.get(CONF_SIMULATED):
             return self.async_abort(reason="simulated_fixed")
         errors: dict[str, str] = {}

@@ -82,6 +82,7 @@ def battery_sources(flow: ConfigFlow | OptionsFlow) -> list[selector.SelectOptio
         for entry in flow.hass.config_entries.async_entries(DOMAIN)
         if entry.data.get(CONF_DEVICE) == DeviceKind.SERIAL_BMS
         or entry.data.get(CONF_FAMILY) == "battery_monitor"
+        or (entry.data.get(CONF_DEVICE) == "victron_ble" and entry.data.get("record_type") == 2)
     ]
     sources.append(selector.SelectOptionDict(value=SOURCE_ENTITIES, label="Home Assistant sensors"))
     return sources

@@ -56,3 +56,5 @@ class DeviceKind(StrEnum):
     VEDIRECT = "vedirect"
     SERIAL_BMS = "serial_bms"
     SUNNY_ISLAND = "sunny_island"
+    SUNNY_BOY = "sunny_boy"
+    VICTRON_BLE = "victron_ble"

@@ -35,7 +35,13 @@ def select_values(result: Any, key: str) -> list[str]:
 async def _start_manual(hass: HomeAssistant) -> str:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["vedirect", "serial_bms", "sunny_island"]
+    assert result["menu_options"] == [
+        "vedirect",
+        "serial_bms",
+        "sunny_island",
+        "sunny_boy",
+        "victron_ble",
+    ]
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "vedirect"}
     )
