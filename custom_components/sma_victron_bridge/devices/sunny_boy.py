@@ -1,0 +1,447 @@
+"""Sunny Boy device kind: an SMA PV inverter over Bluetooth (RFCOMM) or Speedwire (UDP).
+
+A Sunny Boy only answers when asked, so the runtime polls it on a background task. The
+inverter switches itself off after sunset, Bluetooth included: silence is the normal state for
+half of every day. So a silent inverter never fails setup once it has been added, it is not a
+repair issue, and the log says once that it went quiet and once that it is back (the
+coordinator does that). Reconnects back off up to a few minutes, which is plenty for a
+sunrise.
+
+After the first connection, after every reconnect and at least daily, the inverter's 5-minute
+yield archive is imported into long-term statistics (see :mod:`.sunny_boy_statistics`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+import contextlib
+from dataclasses import dataclass
+import logging
+import socket
+import time
+from typing import Any, Final
+
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import EntityDescription
+
+from ..const import CONF_POLL_INTERVAL, CONF_SERIAL_NUMBER, CONF_SIMULATED, DOMAIN, MANUFACTURER_SMA
+from ..protocols.sma_client import (
+    DeviceInfo as InverterInfo,
+    FirmwareTooOld,
+    SpotValues,
+    SunnyBoyClient,
+    WrongPassword,
+)
+from ..protocols.sma_transport import BluetoothUnavailable
+from ..runtime import BridgeConfigEntry
+from ..simulators.sunny_boy import SunnyBoySimulator
+from . import sunny_boy_link as link_settings, sunny_boy_statistics as stats
+from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from .sunny_boy_entities import SENSORS
+from .sunny_boy_link import (
+    CONF_HISTORY_DAYS,
+    CONF_MODEL,
+    CONF_PASSWORD,
+    CONF_SW_VERSION,
+    DEFAULT_HISTORY_DAYS,
+    DEFAULT_PASSWORD,
+    DEFAULT_POLL_INTERVAL,
+    TRANSPORT_BLUETOOTH,
+    TRANSPORT_SPEEDWIRE,
+    UNREACHABLE,
+    LinkConfig,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+MIN_POLL_INTERVAL = 10.0
+DAY: Final = 86_400
+RECONNECT_BACKOFF: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0)
+HISTORY_INTERVAL = float(DAY)
+"""Re-import the archive at least this often while connected."""
+HISTORY_AFTER_RECONNECT = 3600.0
+"""A reconnect re-imports the archive only if the last import is older than this."""
+
+NIGHT_HINT: Final = (
+    "a Sunny Boy switches off after sunset, so no answer at night is normal; "
+    "the entities come back when it answers again"
+)
+
+
+@dataclass(slots=True)
+class SunnyBoyData:
+    """The latest reading of an inverter and what the runtime derived from it."""
+
+    bluetooth: bool
+    spot: SpotValues | None = None
+    info: InverterInfo | None = None
+    energy_total: int | None = None
+    """Lifetime yield in Wh, never lower than before (a glitch must not run it backwards)."""
+    polls: int = 0
+    failures: int = 0
+    connects: int = 0
+    history_imports: int = 0
+    history_hours: int = 0
+    last_history_import: float | None = None
+    last_error: str | None = None
+
+
+def simulator_for(data: Mapping[str, Any]) -> SunnyBoySimulator:
+    """The built-in inverter of a simulated entry, its values seeded by the serial number."""
+    serial = int(data[CONF_SERIAL_NUMBER])
+    return SunnyBoySimulator(
+        serial=serial, seed=serial, password=data.get(CONF_PASSWORD, DEFAULT_PASSWORD)
+    )
+
+
+class SunnyBoyRuntime(DeviceRuntime):
+    """One inverter: polling, reconnecting and importing its yield history."""
+
+    platforms = (Platform.SENSOR,)
+
+    def __init__(self, hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+        """Prepare the runtime; the link is opened by :meth:`async_start`."""
+        super().__init__()
+        self.hass = hass
+        self.entry = entry
+        self.link = LinkConfig.from_data(entry.data)
+        self.data = SunnyBoyData(bluetooth=self.link.transport == TRANSPORT_BLUETOOTH)
+        self._coordinator = PushCoordinator(hass, name=entry.title, initial=self.data)
+        self.serial = str(entry.data.get(CONF_SERIAL_NUMBER) or entry.unique_id)
+        self.poll_interval = max(
+            MIN_POLL_INTERVAL,
+            float(entry.options.get(CONF_POLL_INTERVAL, DEFAULT_POLL_INTERVAL)),
+        )
+        self.history_days = int(entry.options.get(CONF_HISTORY_DAYS, DEFAULT_HISTORY_DAYS))
+        self._simulator: SunnyBoySimulator | None = None
+        self._serve_tasks: set[asyncio.Task[None]] = set()
+        self._client: SunnyBoyClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failures_in_row = 0
+
+    @property
+    def coordinator(self) -> PushCoordinator[SunnyBoyData]:
+        """The coordinator the entities listen to."""
+        return self._coordinator
+
+    @property
+    def client(self) -> SunnyBoyClient:
+        """The inverter client (valid after :meth:`async_start`)."""
+        assert self._client is not None
+        return self._client
+
+    @property
+    def simulator(self) -> SunnyBoySimulator | None:
+        """The built-in inverter of a simulated entry."""
+        return self._simulator
+
+    @property
+    def device_info(self) -> DeviceInfo:
+        """The inverter as a device: type label, serial number and firmware."""
+        info = self.data.info
+        model = (info.type_label if info else None) or self.entry.data.get(CONF_MODEL)
+        sw_version = (info.software_version if info else None) or self.entry.data.get(
+            CONF_SW_VERSION
+        )
+        return DeviceInfo(
+            identifiers={(DOMAIN, self.entry.unique_id or self.entry.entry_id)},
+            manufacturer=MANUFACTURER_SMA,
+            model=model or "Sunny Boy",
+            name=self.entry.title,
+            serial_number=self.serial,
+            sw_version=sw_version,
+        )
+
+    def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
+        """Sunny Boy entity descriptions for ``platform``."""
+        return SENSORS if platform is Platform.SENSOR else ()
+
+    # ----------------------------------------------------------------------------------------
+    # Start and stop
+    # ----------------------------------------------------------------------------------------
+
+    async def async_start(self) -> None:
+        """Connect once; a wrong password or missing Bluetooth fails setup, silence does not."""
+        socket_factory = None
+        if self.entry.data.get(CONF_SIMULATED):
+            self._simulator = simulator_for(self.entry.data)
+            if self.link.transport == TRANSPORT_BLUETOOTH:
+                socket_factory = self._simulated_rfcomm_socket
+                self.link = LinkConfig(
+                    TRANSPORT_BLUETOOTH, self.link.password, bt_address=self._simulator.bt_address
+                )
+            else:
+                port = await self._simulator.serve_speedwire("127.0.0.1", 0)
+                self.link = LinkConfig(
+                    TRANSPORT_SPEEDWIRE, self.link.password, host="127.0.0.1", port=port
+                )
+        self._client = self.link.create_client(socket_factory)
+        try:
+            await self._async_connect()
+        except WrongPassword as err:
+            await self.async_shutdown()
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="sunny_boy_wrong_password"
+            ) from err
+        except BluetoothUnavailable as err:
+            await self.async_shutdown()
+            self._raise_bluetooth_issue()
+            raise ConfigEntryError(
+                translation_domain=DOMAIN, translation_key="bluetooth_unavailable"
+            ) from err
+        except FirmwareTooOld as err:
+            await self.async_shutdown()
+            raise ConfigEntryError(
+                translation_domain=DOMAIN, translation_key="sunny_boy_firmware_too_old"
+            ) from err
+        except UNREACHABLE as err:
+            self._note_unreachable(err)
+            _LOGGER.info("%s does not answer now (%s); %s", self.entry.title, err, NIGHT_HINT)
+        else:
+            self._remember_identity()
+            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
+        self._task = self.entry.async_create_background_task(
+            self.hass, self._async_poll_loop(), f"{DOMAIN} sunny boy {self.serial}"
+        )
+        async_shutdown_on_stop(self.hass, self.entry, self.async_shutdown)
+
+    @property
+    def _issue_id(self) -> str:
+        return f"bluetooth_unavailable_{self.entry.entry_id}"
+
+    def _raise_bluetooth_issue(self) -> None:
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            self._issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key="bluetooth_unavailable",
+            translation_placeholders={"name": self.entry.title},
+        )
+
+    def _simulated_rfcomm_socket(self) -> socket.socket:
+        """A socket pair whose far end the simulated inverter serves (stands in for RFCOMM)."""
+        assert self._simulator is not None
+        ours, theirs = socket.socketpair()
+        task = self.entry.async_create_background_task(
+            self.hass,
+            self._simulator.serve_bluetooth(theirs),
+            f"{DOMAIN} simulated sunny boy {self.serial}",
+        )
+        self._serve_tasks.add(task)
+        task.add_done_callback(self._serve_tasks.discard)
+        return ours
+
+    async def async_shutdown(self) -> None:
+        """Stop polling, log off and close the link (safe to call twice)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            with contextlib.suppress(*UNREACHABLE):
+                await self._client.close()
+        if self._simulator is not None:
+            await self._simulator.close()
+        for task in list(self._serve_tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ----------------------------------------------------------------------------------------
+    # Polling
+    # ----------------------------------------------------------------------------------------
+
+    async def _async_connect(self) -> None:
+        """Connect, log on, read the identity and take the first reading."""
+        async with asyncio.timeout(link_settings.CONNECT_TIMEOUT):
+            await self.client.connect()
+            self.data.connects += 1
+            self.data.info = await self.client.read_device_info()
+            await self._async_poll_once()
+        self._failures_in_row = 0
+
+    def _remember_identity(self) -> None:
+        """Keep type label and firmware in the entry, so the device shows them at night too.
+
+        Only called while setting up: an entry update later would reload the entry.
+        """
+        info = self.data.info
+        assert info is not None  # read by every successful connect
+        updates = {CONF_MODEL: info.type_label, CONF_SW_VERSION: info.software_version}
+        if any(self.entry.data.get(key) != value for key, value in updates.items()):
+            self.hass.config_entries.async_update_entry(
+                self.entry, data={**self.entry.data, **updates}
+            )
+
+    def _update_device_registry(self) -> None:
+        """A firmware update shows after a reconnect, without reloading the entry."""
+        info = self.data.info
+        registry = dr.async_get(self.hass)
+        device = registry.async_get_device(
+            identifiers={(DOMAIN, self.entry.unique_id or self.entry.entry_id)}
+        )
+        if info is None or device is None:
+            return
+        model = info.type_label or device.model
+        if (device.sw_version, device.model) != (info.software_version, model):
+            registry.async_update_device(device.id, sw_version=info.software_version, model=model)
+
+    async def _async_poll_once(self) -> None:
+        spot = await self.client.read_spot_values()
+        data = self.data
+        data.spot = spot
+        data.polls += 1
+        data.last_error = None
+        if spot.energy_total is not None and (
+            data.energy_total is None or spot.energy_total >= data.energy_total
+        ):
+            data.energy_total = spot.energy_total
+        self._coordinator.async_set_updated_data(data)
+
+    def _note_unreachable(self, err: BaseException) -> None:
+        self.data.failures += 1
+        self._failures_in_row += 1
+        self.data.last_error = str(err) or type(err).__name__
+        self._coordinator.async_set_link(False, f"{self.data.last_error} ({NIGHT_HINT})")
+
+    def _backoff(self) -> float:
+        index = min(self._failures_in_row, len(RECONNECT_BACKOFF)) - 1
+        return RECONNECT_BACKOFF[max(index, 0)]
+
+    async def _async_poll_loop(self) -> None:
+        """Poll while connected; reconnect with growing pauses while the inverter is away."""
+        fresh = self.client.connected  # async_start has just read the inverter
+        reconnected = fresh
+        while True:
+            started = time.monotonic()
+            if not fresh:
+                if self.client.connected:
+                    ok = await self._async_poll_or_drop()
+                else:
+                    try:
+                        ok = await self._async_reconnect()
+                    except WrongPassword:
+                        self._coordinator.async_set_link(False, "the password was refused")
+                        self.entry.async_start_reauth(self.hass)
+                        return
+                    reconnected = ok
+                if not ok:
+                    continue
+            fresh = False
+            if self._history_due(after_reconnect=reconnected):
+                try:
+                    await self.async_import_history()
+                except Exception:
+                    # A recorder problem must not stop the live values; tomorrow tries again.
+                    _LOGGER.exception("%s: importing the yield history failed", self.entry.title)
+            reconnected = False
+            await asyncio.sleep(max(0.0, self.poll_interval - (time.monotonic() - started)))
+
+    async def _async_poll_or_drop(self) -> bool:
+        """One reading; on silence close the link so the next round reconnects."""
+        try:
+            async with asyncio.timeout(link_settings.CONNECT_TIMEOUT):
+                await self._async_poll_once()
+        except UNREACHABLE as err:
+            self._note_unreachable(err)
+            with contextlib.suppress(*UNREACHABLE):
+                await self.client.close()
+            return False
+        return True
+
+    async def _async_reconnect(self) -> bool:
+        """Wait the backoff, then connect; WrongPassword propagates."""
+        await asyncio.sleep(self._backoff())
+        try:
+            await self._async_connect()
+        except WrongPassword:
+            raise
+        except UNREACHABLE as err:
+            self._note_unreachable(err)
+            return False
+        self._update_device_registry()
+        return True
+
+    # ----------------------------------------------------------------------------------------
+    # History
+    # ----------------------------------------------------------------------------------------
+
+    def _history_due(self, *, after_reconnect: bool) -> bool:
+        last = self.data.last_history_import
+        if last is None:
+            return True
+        gap = HISTORY_AFTER_RECONNECT if after_reconnect else HISTORY_INTERVAL
+        return time.monotonic() - last >= gap
+
+    async def async_import_history(self) -> int:
+        """Import the archive of the last ``history_days`` days; returns the hours written.
+
+        Time is the inverter's own clock (the energy counters carry it): the archive is
+        written by that clock, and a window by ours would miss rows when they disagree.
+        """
+        self.data.last_history_import = time.monotonic()
+        if not stats.recorder_loaded(self.hass):
+            _LOGGER.debug("Recorder not loaded: %s history not imported", self.entry.title)
+            return 0
+        spot = self.data.spot
+        now = (spot.inverter_time if spot else None) or int(time.time())
+        start = now - self.history_days * DAY
+        try:
+            previous = await stats.async_last_baseline(self.hass, self.serial)
+            baseline = None
+            if previous is not None:
+                start = max(start, previous[0] - DAY)
+                baseline = previous[1]
+            start -= start % stats.HOUR
+            async with asyncio.timeout(
+                link_settings.CONNECT_TIMEOUT + self.history_days * link_settings.REQUEST_TIMEOUT
+            ):
+                rows = await self.client.read_history(start, now)
+        except UNREACHABLE as err:
+            _LOGGER.debug("%s: history not read: %s", self.entry.title, err)
+            return 0
+        hours = stats.hourly_yield(rows, end=now, baseline_wh=baseline)
+        if hours:
+            stats.async_write_hours(self.hass, self.serial, f"{self.entry.title} yield", hours)
+        self.data.history_imports += 1
+        self.data.history_hours = len(hours)
+        return len(hours)
+
+    # ----------------------------------------------------------------------------------------
+    # Diagnostics
+    # ----------------------------------------------------------------------------------------
+
+    def diagnostics(self) -> Mapping[str, Any]:
+        """Link state, counters and the last reading (no serial numbers or addresses)."""
+        data = self.data
+        info = data.info
+        return {
+            "transport": self.link.transport,
+            "simulated": self._simulator is not None,
+            "link_up": self._coordinator.link_up,
+            "poll_interval": self.poll_interval,
+            "polls": data.polls,
+            "failures": data.failures,
+            "connects": data.connects,
+            "last_error": data.last_error,
+            "history": {
+                "days": self.history_days,
+                "imports": data.history_imports,
+                "hours_last_import": data.history_hours,
+            },
+            "inverter": None
+            if info is None
+            else {
+                "type_label": info.type_label,
+                "device_class": info.device_class,
+                "software_version": info.software_version,
+            },
+            "spot": None if data.spot is None else repr(data.spot),
+        }
