@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import given, settings as hyp_settings, strategies as st
@@ -13,9 +14,15 @@ from custom_components.sma_victron_bridge.control.charge import (
     ChargeEvent,
     ChargeMode,
     ChargeState,
+    cell_spread,
 )
 from custom_components.sma_victron_bridge.control.chemistry import ChargeSettings
-from custom_components.sma_victron_bridge.control.limits import STEP_CURRENT, AlarmItem, Reason
+from custom_components.sma_victron_bridge.control.limits import (
+    STEP_CURRENT,
+    STEP_HOLD,
+    AlarmItem,
+    Reason,
+)
 from custom_components.sma_victron_bridge.control.snapshot import BatterySnapshot
 
 HYPOTHESIS = hyp_settings(max_examples=100, deadline=None, derandomize=True, database=None)
@@ -176,6 +183,29 @@ def test_absorption_ends_after_max_time_at_voltage() -> None:
     assert done.soc == 100.0
 
 
+def test_a_cell_hovering_just_below_the_trigger_stays_at_absorption_voltage() -> None:
+    """A BMS curve that stops charging at the trigger leaves the cell relaxing just below it.
+
+    Absorption keeps counting down to the trigger minus ``absorption_margin`` (10 mV), so the
+    tail hold is not restarted by every sub-mV dip; entering absorption still needs the trigger.
+    """
+    settings = DEFAULTS.replace(cell_absorption_voltage=3.55)  # pack start 56.64 V: never reached
+    below = (3.40,) * 15 + (3.4499,)
+    bench = Bench(settings)
+    assert bench.step(voltage=54.45, current=0.4, cell_voltages=below).events == ()
+    at = (3.40,) * 15 + (3.45,)
+    assert bench.step(cell_voltages=at).events == (E.ABSORPTION_STARTED,)
+    hovering, events = bench.hold(60, current=0.0, cell_voltages=(3.40,) * 15 + (3.441,))
+    assert (hovering.state, events) == (ChargeState.ABSORPTION, [])
+    assert hovering.absorption_elapsed == 60.0
+    assert bench.step().events == (E.ABSORPTION_COMPLETE, E.FLOAT_STARTED, E.SOC_RESET)
+    # 10 mV or more below the trigger is off voltage: neither clock runs.
+    bench = Bench(settings)
+    bench.step(voltage=54.45, current=0.4, cell_voltages=at)
+    off, events = bench.hold(300, current=0.0, cell_voltages=(3.40,) * 15 + (3.439,))
+    assert (off.state, off.absorption_elapsed, events) == (ChargeState.ABSORPTION, 0.0, [])
+
+
 def test_tail_current_only_counts_at_absorption_voltage() -> None:
     bench = Bench()
     bench.step(voltage=55.1, current=30.0)
@@ -228,7 +258,9 @@ def test_charge_off_and_back() -> None:
     assert (off.charge_current_limit, off.limited_by_charge) == (STEP_CURRENT, Reason.FORCED_OFF)
     assert off.charge_voltage == pytest.approx(FLOAT)
     assert off.discharge_current_limit == 100.0
-    assert bench.step().charge_current_limit == 0.0
+    # The 1 A step is held for STEP_HOLD so at least one frame carries it, then 0 A.
+    assert bench.step(STEP_HOLD - 0.1).charge_current_limit == STEP_CURRENT
+    assert bench.step(0.1).charge_current_limit == 0.0
     bench.controller.set_mode(ChargeMode.AUTO)
     back = bench.step()
     assert (back.state, back.events) == (ChargeState.BULK, (E.BULK_STARTED,))
@@ -341,6 +373,186 @@ def test_new_settings_apply_at_the_next_update() -> None:
     assert bench.step().charge_voltage == pytest.approx(56.0)
 
 
+# --- cell balance: absorption ends when balanced, float rebulks on spread -----------------
+
+
+def cells_spread(low: float, high: float) -> tuple[float, ...]:
+    """Sixteen cells: the first at ``low``, the last at ``high``, the rest half-way."""
+    return (low, *((low + high) / 2,) * 14, high)
+
+
+BALANCED = cells_spread(3.446, 3.454)  # 8 mV ≤ 10 mV, sum 55.2 V
+UNBALANCED = cells_spread(3.440, 3.460)  # 20 mV
+
+
+def absorbing(settings: ChargeSettings = DEFAULTS, cells: tuple[float, ...] = BALANCED) -> Bench:
+    """A bench that has just entered absorption at 55.2 V with ``cells``."""
+    bench = Bench(settings)
+    started = bench.step(voltage=55.2, current=30.0, cell_voltages=cells)
+    assert started.events == (E.ABSORPTION_STARTED,)
+    return bench
+
+
+def test_cell_spread_needs_every_cell() -> None:
+    def spread(cells: tuple[float, ...], count: int = 16) -> float | None:
+        return cell_spread(BatterySnapshot(timestamp=0.0, cell_voltages=cells), count)
+
+    assert spread(BALANCED) == pytest.approx(0.008)
+    assert spread(cells_spread(3.30, 3.38)) == pytest.approx(0.08)
+    assert spread(BALANCED[:15]) is None  # a cell missing
+    assert spread(BALANCED, 15) is None  # more cells than the pack has
+    assert spread(()) is None
+    assert spread((*BALANCED[:15], 0.0)) is None  # a cell the BMS could not read
+    assert spread((*BALANCED[:15], math.nan)) is None
+    assert spread((*BALANCED[:15], math.inf)) is None
+    assert spread((3.3,), 1) == 0.0
+
+
+def test_absorption_ends_when_the_cells_stay_balanced() -> None:
+    # 30 A never reaches the 5 A tail: only the balance rule can end absorption before 7200 s.
+    bench = absorbing()
+    waiting, events = bench.hold(900)  # balanced since the first absorption update: 0…899 s
+    assert waiting.state is ChargeState.ABSORPTION
+    assert events == []
+    done = bench.step()
+    assert done.events == (E.ABSORPTION_BALANCED, E.FLOAT_STARTED, E.SOC_RESET)
+    assert done.state is ChargeState.FLOAT
+    assert done.soc == 100.0
+    assert done.charge_voltage == pytest.approx(FLOAT)
+    assert bench.controller.last_full_charge == bench.t
+    assert ChargeEvent.ABSORPTION_BALANCED.value == "absorption_balanced"
+
+
+def test_a_spread_above_the_limit_never_ends_absorption_by_balance() -> None:
+    bench = absorbing(DEFAULTS.replace(max_absorption_time=1200.0), UNBALANCED)
+    waiting, events = bench.hold(1199)
+    assert (waiting.state, events) == (ChargeState.ABSORPTION, [])
+    assert bench.step().events == (E.ABSORPTION_TIMEOUT, E.FLOAT_STARTED, E.SOC_RESET)
+
+
+def test_the_balance_hold_restarts_after_a_spread_or_voltage_excursion() -> None:
+    bench = absorbing(DEFAULTS.replace(spread_hold=300.0))
+    bench.hold(250)
+    bench.step(cell_voltages=UNBALANCED)  # one reading out of balance
+    bench.step(cell_voltages=BALANCED)
+    waiting, _ = bench.hold(250)
+    # Below absorption voltage (a cloud), balanced cells do not count either.
+    bench.step(voltage=54.4, cell_voltages=cells_spread(3.396, 3.404))
+    bench.step(voltage=55.2, cell_voltages=BALANCED)
+    waiting, events = bench.hold(299)
+    assert (waiting.state, events) == (ChargeState.ABSORPTION, [])
+    assert bench.step().events[0] is E.ABSORPTION_BALANCED
+
+
+def test_balance_is_not_judged_without_every_cell() -> None:
+    settings = DEFAULTS.replace(max_absorption_time=1200.0, spread_hold=60.0)
+    bench = absorbing(settings, BALANCED[:15])
+    _, events = bench.hold(1199)
+    assert events == []
+    assert bench.step().events[0] is E.ABSORPTION_TIMEOUT
+    no_cells = absorbing(settings, ())
+    _, events = no_cells.hold(1200)
+    assert events == [E.ABSORPTION_TIMEOUT, E.FLOAT_STARTED, E.SOC_RESET]
+
+
+def test_zero_spread_hold_ends_at_the_first_balanced_reading_at_voltage() -> None:
+    bench = absorbing(DEFAULTS.replace(spread_hold=0.0))
+    assert bench.step().events == (E.ABSORPTION_BALANCED, E.FLOAT_STARTED, E.SOC_RESET)
+
+
+def test_tail_current_still_wins_over_balance() -> None:
+    bench = absorbing(DEFAULTS.replace(spread_hold=60.0))
+    _, events = bench.hold(61, current=2.0)
+    assert events[0] is E.ABSORPTION_COMPLETE  # same update: the existing exit is reported
+
+
+def test_a_stale_gap_restarts_the_balance_hold() -> None:
+    bench = absorbing(DEFAULTS.replace(spread_hold=300.0))
+    bench.hold(200)
+    controller, t = bench.controller, bench.t
+    for gap in range(1, 41):  # 40 s without data: stale after 30 s
+        controller.update(None, t + gap)
+    bench.t = t + 40
+    # The hold restarts at the first fresh reading (t + 41): 300 s later, not before.
+    back, _ = bench.hold(300)
+    assert back.state is ChargeState.ABSORPTION
+    assert bench.step().events[0] is E.ABSORPTION_BALANCED
+
+
+def floating(settings: ChargeSettings = DEFAULTS) -> Bench:
+    """A bench in float after a normal charge, resting at 53.6 V with balanced cells."""
+    bench = Bench(settings)
+    bench.charge_to_float()
+    rest = bench.step(voltage=53.6, current=0.0, cell_voltages=(3.35,) * 16)
+    assert rest.state is ChargeState.FLOAT
+    return bench
+
+
+def test_float_rebulks_when_the_spread_stays_wide() -> None:
+    bench = floating()
+    # 3.38 - 3.30 is 0.0799… in binary floating point: still counts as 80 mV.
+    wide = cells_spread(3.30, 3.38)
+    waiting, events = bench.hold(60, cell_voltages=wide)  # 0…59 s at the limit
+    assert (waiting.state, events) == (ChargeState.FLOAT, [])
+    rebulk = bench.step()
+    assert rebulk.events == (E.REBULK, E.BULK_STARTED)
+    assert rebulk.charge_voltage == pytest.approx(ABSORPTION)
+
+
+def test_a_short_spread_spike_does_not_rebulk() -> None:
+    bench = floating()
+    bench.hold(59, cell_voltages=cells_spread(3.28, 3.42))
+    decision, events = bench.hold(300, cell_voltages=cells_spread(3.32, 3.38))  # 60 mV
+    assert (decision.state, events) == (ChargeState.FLOAT, [])
+
+
+def test_zero_rebulk_spread_switches_the_rule_off() -> None:
+    bench = floating(DEFAULTS.replace(rebulk_spread=0.0))
+    decision, events = bench.hold(3600, cell_voltages=cells_spread(3.10, 3.55))
+    assert (decision.state, events) == (ChargeState.FLOAT, [])
+
+
+def test_absorption_after_a_spread_rebulk_waits_for_balance() -> None:
+    bench = floating(DEFAULTS.replace(spread_hold=300.0))
+    bench.hold(61, cell_voltages=cells_spread(3.30, 3.40))
+    assert bench.controller.state is ChargeState.BULK
+    started = bench.step(voltage=55.2, current=3.0, cell_voltages=UNBALANCED)
+    assert started.events == (E.ABSORPTION_STARTED,)
+    # 3 A is below the 5 A tail, but the pack is not balanced yet: keep absorbing.
+    balancing, events = bench.hold(600)
+    assert (balancing.state, events) == (ChargeState.ABSORPTION, [])
+    balancing, events = bench.hold(300, cell_voltages=BALANCED)
+    assert (balancing.state, events) == (ChargeState.ABSORPTION, [])
+    done = bench.step()
+    assert done.events == (E.ABSORPTION_BALANCED, E.FLOAT_STARTED, E.SOC_RESET)
+    # The next ordinary charge ends by tail current again.
+    bench.hold(61, voltage=52.5, current=-10.0)
+    assert bench.controller.state is ChargeState.BULK
+    bench.step(voltage=55.2, current=3.0, cell_voltages=UNBALANCED)
+    _, events = bench.hold(61)
+    assert events[0] is E.ABSORPTION_COMPLETE
+
+
+def test_absorption_after_a_spread_rebulk_still_ends_by_time() -> None:
+    bench = floating(DEFAULTS.replace(max_absorption_time=900.0))
+    bench.hold(61, cell_voltages=cells_spread(3.30, 3.40))
+    bench.step(voltage=55.2, current=1.0, cell_voltages=UNBALANCED)
+    _, events = bench.hold(900)
+    assert events == [E.ABSORPTION_TIMEOUT, E.FLOAT_STARTED, E.SOC_RESET]
+
+
+def test_a_forced_mode_restarts_the_spread_hold() -> None:
+    bench = floating()
+    wide = cells_spread(3.30, 3.40)
+    bench.hold(50, cell_voltages=wide)
+    bench.controller.set_mode(ChargeMode.FORCE_FLOAT)
+    bench.hold(100)
+    bench.controller.set_mode(ChargeMode.AUTO)
+    waiting, events = bench.hold(60)
+    assert (waiting.state, events) == (ChargeState.FLOAT, [])
+    assert bench.step().events == (E.REBULK, E.BULK_STARTED)
+
+
 # --- properties (DESIGN.md invariants 2, 3 and 5) -----------------------------------------
 
 
@@ -387,6 +599,7 @@ def test_decision_invariants(
     controller = ChargeController(settings)
     t = 0.0
     previous: ChargeDecision | None = None
+    stale_since: float | None = None
     for dt, voltage, current, soc, mode in sequence:
         t += dt
         if mode is not None:
@@ -404,6 +617,10 @@ def test_decision_invariants(
         if decision.stale and previous is not None:
             assert decision.soc == previous.soc
             assert decision.charge_current_limit <= STEP_CURRENT
-            if previous.stale:
+            if stale_since is None:
+                stale_since = t
+            elif t - stale_since >= STEP_HOLD:
                 assert decision.charge_current_limit == 0.0
+        if not decision.stale:
+            stale_since = None
         previous = decision

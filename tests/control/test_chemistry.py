@@ -344,3 +344,101 @@ def test_valid_16s_lifepo4_voltages_fit_the_sunny_island(s: ChargeSettings) -> N
 
 def test_charge_temperature_table_constant_is_the_default() -> None:
     assert ChargeSettings().charge_temperature_table is CHARGE_TEMPERATURE_TABLE
+
+
+# --- cell balance settings (dbus-serialbattery's CVCM rule) --------------------------------
+
+BALANCE_FIELDS = ("absorption_spread", "spread_hold", "rebulk_spread")
+
+
+def test_balance_settings_defaults_are_dbus_serialbattery_defaults() -> None:
+    s = ChargeSettings()
+    # Absorption → float once the cells are within 10 mV for 900 s; back to bulk at 80 mV.
+    assert (s.absorption_spread, s.spread_hold, s.rebulk_spread) == (0.010, 900.0, 0.080)
+    nmc = ChargeSettings.for_chemistry("nmc", cells=14, capacity_ah=100)
+    assert (nmc.absorption_spread, nmc.spread_hold, nmc.rebulk_spread) == (0.010, 900.0, 0.080)
+
+
+def test_balance_settings_are_editable_numbers_listed_last() -> None:
+    # Appended: the existing order (and so which field a broken relation names) is unchanged.
+    assert NUMBER_FIELDS[-3:] == BALANCE_FIELDS
+    assert NUMBER_FIELDS[:3] == ("cells", "capacity_ah", "cell_charge_cutoff")
+    assert len(NUMBER_FIELDS) == 26
+
+
+def test_balance_settings_bounds() -> None:
+    s = ChargeSettings()
+    assert s.bounds("absorption_spread") == (0.002, 0.100)
+    assert s.bounds("spread_hold") == (0.0, 86400.0)
+    assert s.bounds("rebulk_spread") == (0.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("absorption_spread", 0.0),  # absorption could never end by balance
+        ("absorption_spread", 0.001),
+        ("absorption_spread", 0.101),
+        ("absorption_spread", -0.01),
+        ("spread_hold", -1.0),
+        ("spread_hold", 86401.0),
+        ("rebulk_spread", -0.001),
+        ("rebulk_spread", 0.51),
+        ("rebulk_spread", math.nan),
+        ("spread_hold", math.inf),
+        ("absorption_spread", True),
+    ],
+)
+def test_unsafe_balance_settings_are_refused(field: str, value: float) -> None:
+    changes: dict[str, Any] = {field: value}
+    with pytest.raises(UnsafeSetting) as err:
+        ChargeSettings(**changes)
+    assert err.value.field == field
+
+
+def test_balance_settings_edges_are_accepted() -> None:
+    s = ChargeSettings(absorption_spread=0.002, spread_hold=0.0, rebulk_spread=0.0)
+    assert (s.absorption_spread, s.spread_hold, s.rebulk_spread) == (0.002, 0.0, 0.0)
+    top = ChargeSettings(absorption_spread=0.1, spread_hold=86400.0, rebulk_spread=0.5)
+    assert (top.absorption_spread, top.spread_hold, top.rebulk_spread) == (0.1, 86400.0, 0.5)
+
+
+def test_balance_settings_are_stored_and_restored() -> None:
+    s = ChargeSettings(absorption_spread=0.015, spread_hold=600.0, rebulk_spread=0.0)
+    stored = json.loads(json.dumps(s.to_dict()))
+    assert (stored["absorption_spread"], stored["spread_hold"], stored["rebulk_spread"]) == (
+        0.015,
+        600.0,
+        0.0,
+    )
+    assert ChargeSettings.from_mapping(stored) == s
+    # JSON integers (a number entity may store 900) come back as floats.
+    assert ChargeSettings.from_mapping({"spread_hold": 900}).spread_hold == 900.0
+
+
+def test_entries_stored_before_the_balance_settings_keep_working() -> None:
+    old = ChargeSettings.for_chemistry("lifepo4", cells=16, capacity_ah=280).to_dict()
+    for name in BALANCE_FIELDS:
+        del old[name]
+    restored = ChargeSettings.from_mapping(old)
+    assert (restored.absorption_spread, restored.spread_hold, restored.rebulk_spread) == (
+        0.010,
+        900.0,
+        0.080,
+    )
+    assert restored.bulk_current == 140.0
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"absorption_spread": "tight"}, "absorption_spread"),
+        ({"spread_hold": None}, "spread_hold"),
+        ({"rebulk_spread": False}, "rebulk_spread"),
+        ({"absorption_spread": 0}, "absorption_spread"),
+    ],
+)
+def test_bad_stored_balance_settings_are_refused(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(UnsafeSetting) as err:
+        ChargeSettings.from_mapping(data)
+    assert err.value.field == field

@@ -492,6 +492,7 @@ def test_limit_invariants(settings: ChargeSettings, steps: list[dict[str, Any]])
     previous: LimitResult | None = None
     previous_time = 0.0
     cut_since: float | None = None
+    stale_since: float | None = None
     for step in steps:
         now += step["dt"]
         if step["fresh"] or latest is None:
@@ -542,8 +543,13 @@ def test_limit_invariants(settings: ChargeSettings, steps: list[dict[str, Any]])
         else:
             cut_since = None
         if result.stale:
+            # Through 1 A, held at most STEP_HOLD after staleness was first seen, then 0.
             assert ccl <= STEP_CURRENT
-            if previous is not None and previous.stale:
+            if stale_since is None:
+                stale_since = now
+            elif now - stale_since >= STEP_HOLD:
                 assert ccl == 0.0
             assert AlarmItem.BMS_INTERNAL in result.warnings
+        else:
+            stale_since = None
         previous, previous_time = result, now

@@ -9,11 +9,22 @@ the charge voltage limit (CVL), so the machine only has to choose *which* voltag
 * ABSORPTION — same limits; the battery is full once the charge current has stayed at or below
   the tail current for ``tail_hold`` seconds *while at absorption voltage*, or after it has been
   at absorption voltage for ``max_absorption_time`` in total. Only time spent at voltage counts,
-  so a cloud cannot end absorption early and declare a half-charged battery full.
+  so a cloud cannot end absorption early and declare a half-charged battery full. Once in
+  absorption the highest cell counts as at voltage down to the trigger minus
+  ``absorption_margin`` (the margin the pack voltage gets too): a BMS whose own current curve
+  stops charging right at the trigger leaves that cell hovering just below it, and a clock that
+  only ran while it flickered above would keep absorption going for hours. It also ends
+  by cell balance (dbus-serialbattery's rule): the spread between the highest and the lowest
+  cell at or below ``absorption_spread`` for ``spread_hold`` while at voltage. Balance is only
+  judged when the source reports every cell: a partial set could hide the cell that runs away.
 * FLOAT — CVL = float voltage. Entering float reports SOC 100 % (event ``soc_reset``, so the
   caller can correct the source). Back to BULK when the pack stays below the rebulk voltage for
-  ``rebulk_delay``, the SOC falls below ``rebulk_soc``, or ``full_charge_interval_days`` passed
-  since the last completed absorption (a periodic full charge).
+  ``rebulk_delay``, the SOC falls below ``rebulk_soc``, the cell spread stays at or above
+  ``rebulk_spread`` for ``rebulk_delay``, or ``full_charge_interval_days`` passed since the last
+  completed absorption (a periodic full charge). A rebulk by spread asks for top balancing, and a
+  low charge current says nothing about balance: the absorption that follows ignores the tail
+  current and ends by balance or ``max_absorption_time`` only (else an unbalanced pack would
+  cycle float → bulk → absorption → float every couple of minutes).
 * OFF — charging switched off by the user: CCL 0, CVL = float voltage.
 
 Manual modes hold a state (FORCE_BULK, FORCE_FLOAT, CHARGE_OFF) or let the machine run (AUTO).
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+import math
 from typing import Final
 
 from .chemistry import ChargeSettings
@@ -39,6 +51,8 @@ from .snapshot import BatterySnapshot
 
 DAY: Final = 86400.0
 FULL_SOC: Final = 100.0
+_SPREAD_TOLERANCE: Final = 1e-6
+"""Spreads are differences of float sums (3.38 - 3.30 = 0.0799…): compare with 1 µV slack."""
 
 
 class ChargeState(StrEnum):
@@ -66,6 +80,7 @@ class ChargeEvent(StrEnum):
     ABSORPTION_STARTED = "absorption_started"
     ABSORPTION_COMPLETE = "absorption_complete"
     ABSORPTION_TIMEOUT = "absorption_timeout"
+    ABSORPTION_BALANCED = "absorption_balanced"
     FLOAT_STARTED = "float_started"
     CHARGE_OFF = "charge_off"
     SOC_RESET = "soc_reset"
@@ -141,6 +156,9 @@ class ChargeController:
         self._absorption_elapsed = 0.0
         self._tail_since: float | None = None
         self._below_rebulk_since: float | None = None
+        self._balanced_since: float | None = None
+        self._spread_high_since: float | None = None
+        self._balancing = False
         self._soc: float | None = None
         self._soc_scale = 1.0
 
@@ -202,13 +220,14 @@ class ChargeController:
             self._last_full_charge = now
 
         current = self._policy.last_snapshot if limits.fresh else None
-        source_soc = self._track_soc(current)
-        self._advance(current, source_soc, now, dt, events)
+        readings = Readings.of(current, s.cells) if current is not None else None
+        source_soc = self._track_soc(readings)
+        self._advance(current, readings, source_soc=source_soc, now=now, dt=dt, events=events)
         return self._decision(limits, events)
 
-    def _track_soc(self, current: BatterySnapshot | None) -> float | None:
+    def _track_soc(self, readings: Readings | None) -> float | None:
         """The source's SOC if fresh; updates the reported SOC (held while stale or missing)."""
-        fresh_soc = Readings.of(current, self._settings.cells).soc if current is not None else None
+        fresh_soc = readings.soc if readings is not None else None
         if fresh_soc is None:
             last = self._policy.last_snapshot
             if self._soc is None and last is not None:
@@ -234,11 +253,17 @@ class ChargeController:
         self._absorption_elapsed = 0.0
         self._tail_since = None
         self._below_rebulk_since = None
+        self._balanced_since = None
+        self._spread_high_since = None
+        if state in (ChargeState.FLOAT, ChargeState.OFF):
+            self._balancing = False
         events.append(_ENTRY_EVENTS[state])
 
     def _advance(
         self,
         current: BatterySnapshot | None,
+        readings: Readings | None,
+        *,
         source_soc: float | None,
         now: float,
         dt: float,
@@ -248,6 +273,7 @@ class ChargeController:
         if forced is not None:
             self._full_charge_requested = False
             self._enter(forced, events)
+            self._forget_spread()
             return
         if self._state is ChargeState.OFF:
             self._enter(ChargeState.BULK, events)
@@ -255,13 +281,22 @@ class ChargeController:
             self._full_charge_requested = False
             events.append(ChargeEvent.FULL_CHARGE_REQUESTED)
             self._enter(ChargeState.BULK, events)
-        if current is None:
-            return  # stale or no data: hold the state, nothing to decide on
+        if current is None or readings is None:
+            # Stale or no data: hold the state, nothing to decide on. Spread holds must be
+            # continuous, and nobody saw the cells during the gap.
+            self._forget_spread()
+            return
         s = self._settings
-        readings = Readings.of(current, s.cells)
+        spread = cell_spread(current, s.cells)
+        # In absorption the highest cell keeps counting down to the trigger minus the margin the
+        # pack voltage gets anyway: a BMS curve that stops charging right at the trigger leaves
+        # the cell relaxing a fraction of a mV below it, which must not stall the clock.
+        trigger = s.cell_absorption_trigger
+        if self._state is ChargeState.ABSORPTION:
+            trigger -= s.absorption_margin
         at_absorption = (
             readings.pack is not None and readings.pack >= s.absorption_start_voltage
-        ) or (readings.high_cell is not None and readings.high_cell >= s.cell_absorption_trigger)
+        ) or (readings.high_cell is not None and readings.high_cell >= trigger)
         if readings.pack is not None and readings.pack < s.rebulk_voltage:
             if self._below_rebulk_since is None:
                 self._below_rebulk_since = now
@@ -271,6 +306,24 @@ class ChargeController:
             self._below_rebulk_since is not None
             and now - self._below_rebulk_since >= s.rebulk_delay
         )
+        if (
+            s.rebulk_spread > 0
+            and spread is not None
+            and spread >= s.rebulk_spread - _SPREAD_TOLERANCE
+        ):
+            if self._spread_high_since is None:
+                self._spread_high_since = now
+        else:
+            self._spread_high_since = None
+        balanced = (
+            at_absorption
+            and spread is not None
+            and spread <= s.absorption_spread + _SPREAD_TOLERANCE
+        )
+        if not balanced:
+            self._balanced_since = None
+        elif self._balanced_since is None:
+            self._balanced_since = now
 
         if self._state is ChargeState.BULK:
             if at_absorption:
@@ -287,6 +340,10 @@ class ChargeController:
             )
         else:
             self._float(rebulk_due, now, events)
+
+    def _forget_spread(self) -> None:
+        self._balanced_since = None
+        self._spread_high_since = None
 
     def _absorb(
         self,
@@ -309,8 +366,14 @@ class ChargeController:
             self._tail_since = None
         elif self._tail_since is None:
             self._tail_since = now
-        if self._tail_since is not None and now - self._tail_since >= s.tail_hold:
+        if (
+            not self._balancing
+            and self._tail_since is not None
+            and now - self._tail_since >= s.tail_hold
+        ):
             self._complete(ChargeEvent.ABSORPTION_COMPLETE, source_soc, now, events)
+        elif self._balanced_since is not None and now - self._balanced_since >= s.spread_hold:
+            self._complete(ChargeEvent.ABSORPTION_BALANCED, source_soc, now, events)
         elif self._absorption_elapsed >= s.max_absorption_time:
             self._complete(ChargeEvent.ABSORPTION_TIMEOUT, source_soc, now, events)
         elif rebulk_due:
@@ -338,12 +401,19 @@ class ChargeController:
             and now - last >= s.full_charge_interval_days * DAY
         )
         low_soc = s.rebulk_soc > 0 and self._soc is not None and self._soc < s.rebulk_soc
+        spread_due = (
+            self._spread_high_since is not None and now - self._spread_high_since >= s.rebulk_delay
+        )
         if periodic_due:
             events.append(ChargeEvent.PERIODIC_FULL_CHARGE)
             self._enter(ChargeState.BULK, events)
         elif rebulk_due or low_soc:
             events.append(ChargeEvent.REBULK)
             self._enter(ChargeState.BULK, events)
+        elif spread_due:
+            events.append(ChargeEvent.REBULK)
+            self._enter(ChargeState.BULK, events)
+            self._balancing = True
 
     def _decision(self, limits: LimitResult, events: list[ChargeEvent]) -> ChargeDecision:
         s = self._settings
@@ -367,6 +437,18 @@ class ChargeController:
             stale=limits.stale,
             absorption_elapsed=self._absorption_elapsed,
         )
+
+
+def cell_spread(snapshot: BatterySnapshot, cells: int) -> float | None:
+    """Highest minus lowest cell voltage, V; None unless all ``cells`` cells read valid.
+
+    A missing or invalid cell (0 V, NaN) could be the very one that runs away, so a partial set
+    says nothing about balance.
+    """
+    voltages = snapshot.cell_voltages
+    if len(voltages) != cells or not all(0.0 < v < math.inf for v in voltages):
+        return None
+    return max(voltages) - min(voltages)
 
 
 def _clamp_soc(value: float) -> float:

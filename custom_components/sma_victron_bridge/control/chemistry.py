@@ -260,6 +260,12 @@ _OWN_BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
         "stale_after": (5.0, 600.0),
         "alarm_delay": (0.0, 300.0),
         "cell_imbalance_warning": (0.01, 1.0),
+        # A balanced pack still shows a few mV between its cells, and most BMSes resolve 1-2 mV:
+        # below 2 mV absorption could never end by balance. To switch the rule off, use a long
+        # spread_hold instead (0 is not offered).
+        "absorption_spread": (0.002, 0.100),
+        "spread_hold": (0.0, 86400.0),
+        "rebulk_spread": (0.0, 0.5),
     }
 )
 _TAIL_CURRENT_RATE: Final = 0.2  # tail current at most 0.2 C: above that a battery is not full
@@ -275,8 +281,13 @@ class ChargeSettings:
 
     Defaults are the LiFePO4 ones for a 16-cell 100 Ah pack; :meth:`for_chemistry` builds the
     defaults of any preset, cell count and capacity. Times are seconds, currents amperes,
-    voltages volts per cell, SOC percent. Zero disables ``rebulk_soc`` and
-    ``full_charge_interval_days``.
+    voltages volts per cell, SOC percent. Zero disables ``rebulk_soc``,
+    ``full_charge_interval_days`` and ``rebulk_spread``.
+
+    Cell balance (dbus-serialbattery's rule): absorption also ends once the spread between the
+    highest and the lowest cell has stayed at or below ``absorption_spread`` for ``spread_hold``
+    while at absorption voltage, and float returns to bulk once the spread has stayed at or above
+    ``rebulk_spread`` for ``rebulk_delay``. Spreads are volts between two cells.
     """
 
     chemistry: str = "lifepo4"
@@ -304,6 +315,9 @@ class ChargeSettings:
     stale_alarm_after: float = 300.0
     alarm_delay: float = 5.0
     cell_imbalance_warning: float = 0.10
+    absorption_spread: float = 0.010
+    spread_hold: float = 900.0
+    rebulk_spread: float = 0.080
     linear: bool = True
     use_soc_limits: bool = False
     charge_cell_voltage_table: Curve = CHARGE_CELL_VOLTAGE_TABLE
@@ -557,6 +571,9 @@ NUMBER_FIELDS: Final = (
     "stale_after",
     "alarm_delay",
     "cell_imbalance_warning",
+    "absorption_spread",
+    "spread_hold",
+    "rebulk_spread",
 )
 """Settings a number entity can edit; :meth:`ChargeSettings.bounds` knows each one's range."""
 

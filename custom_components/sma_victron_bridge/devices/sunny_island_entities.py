@@ -436,6 +436,9 @@ SETTING_ENTITIES: dict[str, tuple[tuple[str | None, NumberDeviceClass | None], f
     "stale_alarm_after": (_S, 1.0, False),
     "alarm_delay": (_S, 1.0, False),
     "cell_imbalance_warning": (_V, 0.005, False),
+    "absorption_spread": (_V, 0.001, False),
+    "spread_hold": (_S, 60.0, False),
+    "rebulk_spread": (_V, 0.005, False),
 }
 
 
