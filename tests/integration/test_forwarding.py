@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, STATE_UNAVAILABLE
+from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import pytest
@@ -163,13 +163,11 @@ async def test_home_assistant_stop_releases_forwarding(
     mppt = vedirect_entry(mppt_sim, "mppt", {CONF_FORWARD_SOURCE: bmv.entry_id})
     await setup_entry(hass, mppt)
     await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) >= 1, timeout=5)
-    # Home Assistant does not unload entries when it stops; the stop event must release.
-    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
-    await hass.async_block_till_done()
+    # Home Assistant does not unload entries when it stops: its shutdown jobs run first, while
+    # the serial readers still run (they are cancelled in the next stage), and release.
+    await hass.async_stop()
     assert writes_of(mppt_sim, SENSE_V)[-1][1] == b"\xff\xff"
     assert writes_of(mppt_sim, SENSE_T)[-1][1] == b"\xff\x7f"
-    assert await hass.config_entries.async_unload(mppt.entry_id)
-    assert await hass.config_entries.async_unload(bmv.entry_id)
 
 
 async def test_options_change_starts_forwarding(

@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
-from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
+from homeassistant.const import Platform
+from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
@@ -81,24 +81,11 @@ def async_shutdown_on_stop(
 ) -> None:
     """Run ``shutdown`` when Home Assistant stops, which does not unload entries.
 
-    The listener removes itself when it fires; unloading the entry afterwards must then not try
-    to remove it again (Home Assistant logs that as an error).
+    It runs as a shutdown job: Home Assistant runs those first, before it cancels background
+    tasks (the device readers) and fires its stop event, so a charger can still be told to drop
+    the remote battery sense and a Sunny Island still gets its last BMS frames.
     """
-    fired = False
-
-    async def _on_stop(_event: Event) -> None:
-        nonlocal fired
-        fired = True
-        await shutdown()
-
-    unsubscribe = hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _on_stop)
-
-    @callback
-    def _remove() -> None:
-        if not fired:
-            unsubscribe()
-
-    entry.async_on_unload(_remove)
+    entry.async_on_unload(hass.async_add_shutdown_job(HassJob(shutdown, cancel_on_shutdown=False)))
 
 
 class DeviceRuntime(ABC):
