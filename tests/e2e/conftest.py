@@ -28,7 +28,6 @@ import sys
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 
 if TYPE_CHECKING:
@@ -85,78 +84,6 @@ def develop() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def energy_prefs(entities: list[dict[str, Any]]) -> dict[str, Any]:
-    """Energy dashboard settings: the MPPT's total yield as solar, the serial BMS as battery.
-
-    ``scripts/develop`` should save the same preferences, so that its demo opens with a filled
-    energy dashboard. Entries are told apart by what they measure: the MPPT is the entry with a
-    yield total, the serial BMS the one with cell voltages (a BMV has neither).
-    """
-    by_entry: dict[str, dict[str, str]] = {}
-    for entity in entities:
-        if entity["platform"] == DOMAIN and entity.get("translation_key"):
-            keys = by_entry.setdefault(entity["config_entry_id"], {})
-            keys.setdefault(entity["translation_key"], entity["entity_id"])
-    mppt = next(keys for keys in by_entry.values() if "yield_total" in keys)
-    bms = next(keys for keys in by_entry.values() if "cell_voltage_min" in keys)
-    return {
-        "energy_sources": [
-            {
-                "type": "solar",
-                "stat_energy_from": mppt["yield_total"],
-                "config_entry_solar_forecast": None,
-            },
-            {
-                "type": "battery",
-                "stat_energy_from": bms["discharged_energy"],
-                "stat_energy_to": bms["charged_energy"],
-            },
-        ],
-        "device_consumption": [],
-    }
-
-
-class Websocket:
-    """The few websocket API commands the frontend itself uses for these settings."""
-
-    def __init__(self, connection: aiohttp.ClientWebSocketResponse) -> None:
-        """Wrap an authenticated websocket connection."""
-        self._connection = connection
-        self._next_id = 0
-
-    async def call(self, message: dict[str, Any]) -> Any:
-        """Send one command; its result, or an error that names the command."""
-        self._next_id += 1
-        await self._connection.send_json({"id": self._next_id, **message})
-        while True:
-            reply = await self._connection.receive_json()
-            if reply.get("id") == self._next_id and reply.get("type") == "result":
-                break
-        if not reply["success"]:
-            raise RuntimeError(f"{message['type']} failed: {reply.get('error')}")
-        return reply["result"]
-
-
-async def configure_demo_user(base: str) -> None:
-    """Advanced mode for the demo user (it shows the simulated ports) and the energy dashboard."""
-    dev = develop()
-    async with aiohttp.ClientSession() as session:
-        token = await dev.login(session, base)
-        async with session.ws_connect(f"{base}/api/websocket") as connection:
-            hello = await connection.receive_json()
-            assert hello["type"] == "auth_required"
-            await connection.send_json({"type": "auth", "access_token": token})
-            auth = await connection.receive_json()
-            if auth["type"] != "auth_ok":
-                raise RuntimeError(f"websocket login failed: {auth}")
-            ws = Websocket(connection)
-            await ws.call(
-                {"type": "frontend/set_user_data", "key": "core", "value": {"showAdvanced": True}}
-            )
-            entities = await ws.call({"type": "config/entity_registry/list"})
-            await ws.call({"type": "energy/save_prefs", **energy_prefs(entities)})
 
 
 def free_port() -> int:
@@ -236,8 +163,8 @@ class HomeAssistantServer:
         provision.result()
 
     async def _provision_steps(self, base: str) -> None:
+        # Devices, advanced mode for the demo user and the energy dashboard, as scripts/develop.
         await develop().provision(base, START_TIMEOUT)
-        await configure_demo_user(base)
 
     async def _exited(self) -> None:
         assert self._process is not None
