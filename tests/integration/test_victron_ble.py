@@ -24,6 +24,7 @@ from bleak.exc import BleakError
 from habluetooth.const import UNAVAILABLE_TRACK_SECONDS
 from homeassistant.components import bluetooth
 from homeassistant.components.bluetooth.api import _get_manager
+from homeassistant.components.select import ATTR_OPTIONS
 from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
 from homeassistant.config_entries import (
     SOURCE_BLUETOOTH,
@@ -40,10 +41,16 @@ from homeassistant.const import (
     STATE_OFF,
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
+    EntityCategory,
 )
 from homeassistant.core import HomeAssistant, State
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import (
+    device_registry as dr,
+    entity_registry as er,
+    issue_registry as ir,
+)
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -82,7 +89,14 @@ from custom_components.sma_victron_bridge.protocols.victron_ble import (
     encode_advertisement,
     key_decodes,
 )
-from custom_components.sma_victron_bridge.protocols.victron_gatt import GattError, GattNotPaired
+from custom_components.sma_victron_bridge.protocols.victron_gatt import (
+    VREG_CAPABILITIES,
+    VREG_LOAD_CONTROL,
+    VREG_LOAD_STATE,
+    GattError,
+    GattNotPaired,
+    encode_vreg_write,
+)
 from custom_components.sma_victron_bridge.simulators.victron_ble import (
     FakeSmartShuntPeer,
     FakeVictronGattPeer,
@@ -1397,6 +1411,260 @@ async def test_simulated_smartshunt_gatt_and_options(hass: HomeAssistant) -> Non
     assert not BridgeConfigFlow.async_supports_options_flow(inverter)
     sense = entry_for(OTHER_ADDRESS, KEY, RECORD_BATTERY_MONITOR, 0xA3A4, "Sense")
     assert not BridgeConfigFlow.async_supports_options_flow(sense)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+# --- load output control over GATT ---------------------------------------------------------
+
+LOAD_SELECT = "select.solar_load_output_mode"
+
+
+def solar_gatt_entry() -> MockConfigEntry:
+    return entry_for(
+        SOLAR_ADDRESS,
+        KEY,
+        RECORD_SOLAR_CHARGER,
+        0xA053,
+        "Solar",
+        options={"gatt": True, "gatt_interval": 0.2},
+    )
+
+
+async def gatt_solar(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch, *peers: Any
+) -> tuple[MockConfigEntry, VictronBleRuntime, FakeConnector]:
+    """A SmartSolar heard by a local adapter, its GATT link up on the first peer."""
+    connector = FakeConnector(*peers)
+    monkeypatch.setattr(ble_device, "establish_connection", connector)
+    entry = solar_gatt_entry()
+    inject(hass, SOLAR_ADDRESS, solar_advert(100, 1), connectable=True)
+    runtime = await setup(hass, entry)
+    await wait_for(hass, lambda: runtime.data.gatt_state is GattState.CONNECTED)
+    await hass.async_block_till_done()
+    return entry, runtime, connector
+
+
+async def select_load(hass: HomeAssistant, option: str) -> None:
+    await hass.services.async_call(
+        "select", "select_option", {"entity_id": LOAD_SELECT, "option": option}, blocking=True
+    )
+
+
+def load_writes(peer: FakeVictronGattPeer) -> list[bytes]:
+    """The host's writes that set 0xEDAB (tag 3, as the session sends them)."""
+    wanted = {encode_vreg_write(VREG_LOAD_CONTROL, bytes((mode,)), 3) for mode in range(8)}
+    return [data[:8] for _uuid, data in peer.writes if data[:8] in wanted]
+
+
+@pytest.mark.usefixtures("fast_gatt")
+async def test_load_output_select_writes_over_gatt_and_reads_back(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = FakeVictronGattPeer(seed=3)  # MPPT 75|15 with a load output, mode 1 (BatteryLife)
+    assert peer.registers[VREG_LOAD_CONTROL] == b"\x01"
+    entry, runtime, _connector = await gatt_solar(hass, monkeypatch, peer)
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "auto")
+    select = hass.states.get(LOAD_SELECT)
+    assert select is not None
+    # VE.Direct's option names, so both kinds share one translation.
+    assert select.attributes[ATTR_OPTIONS] == [
+        "off",
+        "auto",
+        "alternative_1",
+        "alternative_2",
+        "on",
+        "user_1",
+        "user_2",
+        "automatic_energy_selector",
+    ]
+    registered = er.async_get(hass).async_get(LOAD_SELECT)
+    assert registered is not None
+    assert registered.entity_category is EntityCategory.CONFIG
+    assert registered.translation_key == "load_output_control"
+    assert registered.unique_id == f"{SOLAR_ADDRESS}_load_output_control"
+    assert runtime.data.gatt["capabilities"] == 1  # bit 0: load output present
+    assert state(hass, "binary_sensor.solar_load_output") == "on"
+
+    # Off: 06 03 82 19 ED AB 41 00 goes out, the device switches the output off.
+    await select_load(hass, "off")
+    assert load_writes(peer) == [bytes.fromhex("06038219edab4100")]
+    assert peer.registers[VREG_LOAD_CONTROL] == b"\x00"
+    assert peer.registers[VREG_LOAD_STATE] == b"\x00"
+    # Read back at once: the select and the load state show the device's new values.
+    assert runtime.data.gatt["load_output_control"] == 0
+    assert state(hass, LOAD_SELECT) == "off"
+    assert state(hass, "binary_sensor.solar_load_output") == STATE_OFF
+
+    await select_load(hass, "on")
+    assert load_writes(peer)[-1] == bytes.fromhex("06038219edab4104")
+    assert peer.registers[VREG_LOAD_CONTROL] == b"\x04"
+    assert state(hass, LOAD_SELECT) == "on"
+    assert state(hass, "binary_sensor.solar_load_output") == "on"
+
+    await select_load(hass, "automatic_energy_selector")
+    assert peer.registers[VREG_LOAD_CONTROL] == b"\x07"
+    assert state(hass, LOAD_SELECT) == "automatic_energy_selector"
+
+    # The mode set elsewhere (VictronConnect, the button) shows with the next poll.
+    peer.registers[VREG_LOAD_CONTROL] = b"\x02"
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "alternative_1")
+    # A code outside the table shows as unknown.
+    peer.registers[VREG_LOAD_CONTROL] = b"\x09"
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == STATE_UNKNOWN)
+
+    # HA checks the option against the list; a direct call is refused here too.
+    with pytest.raises(ServiceValidationError) as refused:
+        await runtime.async_select_load_output("boost")
+    assert refused.value.translation_key == "invalid_option"
+    assert refused.value.translation_placeholders == {"option": "boost"}
+    assert len(load_writes(peer)) == 3
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.usefixtures("fast_gatt")
+async def test_load_output_select_unavailable_while_the_link_is_down(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = FakeVictronGattPeer(seed=3)
+    entry, runtime, connector = await gatt_solar(hass, monkeypatch, peer)
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "auto")
+
+    peer.drop()  # out of range; the next connection attempts find nothing
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == STATE_UNAVAILABLE)
+    assert gatt_state(runtime) is not GattState.CONNECTED
+    # Advertisements still feed the other entities.
+    assert state(hass, "sensor.solar_yield_today") == "0.1"
+    assert state(hass, "sensor.solar_pv_power") not in (None, STATE_UNAVAILABLE)
+    # The service skips an unavailable entity; a direct call says why nothing can be written.
+    await select_load(hass, "off")
+    with pytest.raises(HomeAssistantError) as refused:
+        await runtime.async_select_load_output("off")
+    assert refused.value.translation_key == "gatt_not_connected"
+    assert refused.value.translation_placeholders == {"name": "Solar"}
+    assert load_writes(peer) == []
+
+    # Back in range: the select returns with the device's mode, and writes again.
+    again = FakeVictronGattPeer(seed=3)
+    again.registers[VREG_LOAD_CONTROL] = b"\x04"
+    connector.peers.append(again)
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "on")
+    await select_load(hass, "off")
+    assert again.registers[VREG_LOAD_CONTROL] == b"\x00"
+
+    # The link turned off in the options: unavailable, and nothing to write through.
+    hass.config_entries.async_update_entry(entry, options={"gatt": False})
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == STATE_UNAVAILABLE)
+    assert gatt_state(runtime) is None
+    with pytest.raises(HomeAssistantError) as refused:
+        await runtime.async_select_load_output("on")
+    assert refused.value.translation_key == "gatt_not_connected"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.usefixtures("fast_gatt")
+async def test_no_load_output_no_select(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = FakeVictronGattPeer(seed=3, has_load_output=False)  # capabilities 0x0140 = 0
+    entry, runtime, _connector = await gatt_solar(hass, monkeypatch, peer)
+    assert runtime.data.gatt["capabilities"] == 0
+    await wait_for(hass, lambda: runtime.data.gatt.get("uptime") is not None)
+    assert hass.states.get(LOAD_SELECT) is None
+    # Asked anyway, the session reads the capabilities and writes nothing.
+    with pytest.raises(HomeAssistantError) as refused:
+        await runtime.async_select_load_output("on")
+    assert refused.value.translation_key == "load_output_unsupported"
+    assert refused.value.translation_placeholders == {"name": "Solar"}
+    assert load_writes(peer) == []
+    assert peer.registers[VREG_LOAD_CONTROL] == b"\x01"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_no_select_without_gatt_or_on_other_devices(hass: HomeAssistant) -> None:
+    # Advertisements alone cannot carry a write: no select without the link.
+    entry = entry_for(SOLAR_ADDRESS, KEY, RECORD_SOLAR_CHARGER, 0xA053, "Solar")
+    runtime = await setup(hass, entry)
+    inject(hass, SOLAR_ADDRESS, solar_advert(100, 1))
+    await hass.async_block_till_done()
+    assert state(hass, "sensor.solar_pv_power") == "70"
+    assert hass.states.get(LOAD_SELECT) is None
+    with pytest.raises(HomeAssistantError) as refused:
+        await runtime.async_select_load_output("on")
+    assert refused.value.translation_key == "gatt_not_connected"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.usefixtures("fast_gatt")
+async def test_load_output_from_the_load_state_when_capabilities_do_not_answer(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_state = FakeVictronGattPeer(seed=3)
+    del with_state.registers[VREG_CAPABILITIES]
+    entry, runtime, _connector = await gatt_solar(hass, monkeypatch, with_state)
+    assert runtime.data.gatt["capabilities"] is None
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "auto")
+    await hass.config_entries.async_remove(entry.entry_id)  # its entities go too
+    assert er.async_get(hass).async_get(LOAD_SELECT) is None
+
+    # Neither register answers: no load output to control.
+    neither = FakeVictronGattPeer(seed=3)
+    del neither.registers[VREG_CAPABILITIES], neither.registers[VREG_LOAD_STATE]
+    entry, runtime, _connector = await gatt_solar(hass, monkeypatch, neither)
+    await hass.async_block_till_done()
+    assert runtime.data.gatt["load_state"] is None
+    assert hass.states.get("select.solar_load_output_mode") is None
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+class RevertingSolarPeer(FakeVictronGattPeer):
+    """Answers a write with the new load output mode, then is back on the old one."""
+
+    async def write(self, uuid: str, data: bytes, response: bool) -> None:
+        before = self.registers[VREG_LOAD_CONTROL]
+        await super().write(uuid, data, response)  # the answers are made here
+        self.registers[VREG_LOAD_CONTROL] = before
+
+
+@pytest.mark.usefixtures("fast_gatt")
+async def test_load_output_write_refused_or_not_kept(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Claims a load output but ignores the write: the echo still says 1, so the write failed.
+    stubborn = FakeVictronGattPeer(seed=3, has_load_output=False)
+    stubborn.set_value(VREG_CAPABILITIES, 1)
+    reverting = RevertingSolarPeer(seed=3)
+    entry, runtime, connector = await gatt_solar(hass, monkeypatch, stubborn)
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "auto")
+    with pytest.raises(HomeAssistantError) as failed:
+        await select_load(hass, "on")
+    assert failed.value.translation_key == "write_failed"
+    assert failed.value.translation_placeholders == {
+        "register": "0xEDAB",
+        "error": "load output control is 01, not 04",
+    }
+    assert load_writes(stubborn) == [bytes.fromhex("06038219edab4104")]
+    assert state(hass, LOAD_SELECT) == "auto"
+
+    # Echoes the new mode, but reads back the old one: not accepted, and the select shows so.
+    connector.peers.append(reverting)
+    stubborn.drop()
+    await wait_for(hass, lambda: connector.clients[-1].peer is reverting)
+    await wait_for(hass, lambda: state(hass, LOAD_SELECT) == "auto")
+    with pytest.raises(HomeAssistantError) as refused:
+        await select_load(hass, "off")
+    assert refused.value.translation_key == "write_not_accepted"
+    assert refused.value.translation_placeholders == {
+        "register": "0xEDAB",
+        "value": "off",
+        "readback": "auto",
+    }
+    assert state(hass, LOAD_SELECT) == "auto"
+
+    # The link drops in the middle of the write.
+    reverting.drop_after(0)
+    with pytest.raises(HomeAssistantError) as lost:
+        await runtime.async_select_load_output("on")
+    assert lost.value.translation_key == "write_failed"
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -12,7 +12,8 @@ Two extras:
 * A SmartSolar or SmartShunt can also be read over a GATT connection (off by default, an option):
   a background task connects through ``bleak-retry-connector``, polls with the pure
   :mod:`..protocols.victron_gatt` sessions, keeps the link alive, and drops and retries with
-  backoff. The link needs pairing, so only a local adapter can carry it.
+  backoff. The link needs pairing, so only a local adapter can carry it. While it is up, a
+  SmartSolar with a load output also takes a new load output mode through it.
 * A simulated device (advanced mode) feeds advertisements from
   :class:`..simulators.victron_ble.VictronAdvertiser` into the bluetooth stack through a scanner
   registered like a Bluetooth proxy's, so the whole path — stack, callback, decryption — runs
@@ -36,6 +37,7 @@ from bleak_retry_connector import BleakClientWithServiceCache, establish_connect
 from homeassistant.components import bluetooth
 from homeassistant.const import Platform
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
@@ -61,17 +63,22 @@ from ..protocols.victron_ble import (
     parse_header,
 )
 from ..protocols.victron_gatt import (
+    DEFAULT_VREGS,
+    VREG_CAPABILITIES,
+    VREG_LOAD_CONTROL,
     GattDisconnected,
     GattError,
     GattLink,
     GattNotPaired,
+    GattUnsupported,
     SmartShuntSession,
     SmartSolarSession,
 )
 from ..runtime import BridgeConfigEntry
 from ..simulators.victron_ble import FakeSmartShuntPeer, FakeVictronGattPeer, VictronAdvertiser
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
-from .victron_ble_entities import BINARY_SENSORS, SENSORS
+from .vedirect_registers import LOAD_OUTPUT_OPTIONS
+from .victron_ble_entities import BINARY_SENSORS, SELECTS, SENSORS
 
 if TYPE_CHECKING:
     from bleak import BleakClient
@@ -99,6 +106,12 @@ SMARTSOLAR_KEEP_ALIVE_EVERY: Final = 4.0  # the device drops the link after 10 s
 SMARTSHUNT_KEEP_ALIVE_EVERY: Final = 20.0  # 60 s there
 
 SIMULATED_ADVERT_INTERVAL: Final = timedelta(seconds=1)
+
+# A SmartSolar poll: the session's default registers, plus what the load output select needs
+# (whether the model has a load output at all, and its current mode).
+SMARTSOLAR_VREGS: Final[tuple[int, ...]] = tuple(
+    dict.fromkeys((*DEFAULT_VREGS, VREG_CAPABILITIES, VREG_LOAD_CONTROL))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +279,7 @@ class SimulatedScanner(bluetooth.BaseHaRemoteScanner):
 class VictronBleRuntime(DeviceRuntime):
     """One Victron Bluetooth device: advertisement decoding, optional GATT link, simulation."""
 
-    platforms = (Platform.SENSOR, Platform.BINARY_SENSOR)
+    platforms = (Platform.SENSOR, Platform.BINARY_SENSOR, Platform.SELECT)
 
     def __init__(self, hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
         """Prepare the runtime; nothing is registered until :meth:`async_start`."""
@@ -292,6 +305,7 @@ class VictronBleRuntime(DeviceRuntime):
         self.scanner: SimulatedScanner | None = None
         self.gatt_connector: GattConnector = self._async_connect_gatt
         self._gatt_task: asyncio.Task[None] | None = None
+        self._gatt_session: SmartSolarSession | SmartShuntSession | None = None
         self._firmware: str | None = None
 
     # --- DeviceRuntime ---
@@ -315,7 +329,11 @@ class VictronBleRuntime(DeviceRuntime):
 
     def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
         """Descriptions for every record type; each one exists only for its own layout."""
-        return {Platform.SENSOR: SENSORS, Platform.BINARY_SENSOR: BINARY_SENSORS}.get(platform, ())
+        return {
+            Platform.SENSOR: SENSORS,
+            Platform.BINARY_SENSOR: BINARY_SENSORS,
+            Platform.SELECT: SELECTS,
+        }.get(platform, ())
 
     @property
     def snapshot(self) -> BatterySnapshot | None:
@@ -583,9 +601,10 @@ class VictronBleRuntime(DeviceRuntime):
             self._set_gatt_state(GattState.DISCONNECTED)
             return False
         if self.data.record_type == RECORD_SOLAR_CHARGER:
-            session = SmartSolarSession(link)
+            session = SmartSolarSession(link, SMARTSOLAR_VREGS)
         else:
             session = SmartShuntSession(link)
+        self._gatt_session = session
         polled = False
         try:
             await session.start()
@@ -599,8 +618,65 @@ class VictronBleRuntime(DeviceRuntime):
             _LOGGER.info("%s: GATT link lost: %s", self.entry.title, err)
             self._set_gatt_state(GattState.DISCONNECTED)
         finally:
+            self._gatt_session = None
             await session.close()
         return polled
+
+    async def async_select_load_output(self, option: str) -> None:
+        """Set a SmartSolar's load output mode over the GATT link, then read the device back.
+
+        The session checks the capabilities register and that the device echoes the new mode;
+        a poll right after refreshes the mode and the load state the entities show. Only an
+        open link can carry the write: Instant Readout advertisements are one-way.
+        """
+        codes = {name: code for code, name in LOAD_OUTPUT_OPTIONS.items()}
+        if option not in codes:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="invalid_option",
+                translation_placeholders={"option": option},
+            )
+        session = self._gatt_session
+        if (
+            not isinstance(session, SmartSolarSession)
+            or not session.connected
+            or self.data.gatt_state is not GattState.CONNECTED
+        ):
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="gatt_not_connected",
+                translation_placeholders={"name": self.entry.title},
+            )
+        mode = codes[option]
+        register = f"0x{VREG_LOAD_CONTROL:04X}"
+        try:
+            await session.set_load_output(mode)
+            values = await session.poll()
+        except GattUnsupported as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="load_output_unsupported",
+                translation_placeholders={"name": self.entry.title},
+            ) from err
+        except ProtocolError as err:  # link lost, no answer, or the device kept its old mode
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="write_failed",
+                translation_placeholders={"register": register, "error": str(err)},
+            ) from err
+        self._on_gatt_values(values)
+        readback = values.get("load_output_control")
+        if readback != mode:
+            shown = LOAD_OUTPUT_OPTIONS.get(readback) if isinstance(readback, int) else None
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="write_not_accepted",
+                translation_placeholders={
+                    "register": register,
+                    "value": option,
+                    "readback": str(shown or readback),
+                },
+            )
 
     async def _async_gatt_idle(
         self, session: SmartSolarSession | SmartShuntSession, lost: asyncio.Event

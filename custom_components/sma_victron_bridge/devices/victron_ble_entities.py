@@ -3,8 +3,8 @@
 A description exists for a device when its record layout carries the value (and, for the
 battery monitor's auxiliary input, when the input is set to measure it). A value the device
 reports as "not available" shows as unknown. Names and enum options are shared with the
-VE.Direct kind where the meaning is the same (charge state, alarm and off reasons), so a
-SmartSolar reads alike whichever way it is connected.
+VE.Direct kind where the meaning is the same (charge state, alarm and off reasons, the load
+output mode), so a SmartSolar reads alike whichever way it is connected.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ from ..protocols.victron_ble import (
     VEBUS_STATES,
     flag_names,
 )
+from ..protocols.victron_gatt import CAPABILITY_LOAD_OUTPUT
+from ..select import BridgeSelectEntityDescription
 from ..sensor import BridgeSensorEntityDescription
+from .vedirect_registers import LOAD_OUTPUT_OPTIONS
 
 if TYPE_CHECKING:
     from .victron_ble import VictronBleData, VictronBleRuntime
@@ -645,4 +648,49 @@ BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
     ),
 )
 
-__all__ = ["BINARY_SENSORS", "GATT_LINK_STATES", "SENSORS"]
+
+# --- load output control over the GATT link -----------------------------------------------
+
+
+def _load_output_present(data: VictronBleData) -> bool:
+    """The capabilities register's load output bit; without it, whether a load state answered."""
+    capabilities = data.gatt.get("capabilities")
+    if isinstance(capabilities, int):
+        return bool(capabilities & CAPABILITY_LOAD_OUTPUT)
+    return data.gatt.get("load_state") is not None
+
+
+def _load_control_exists(data: VictronBleData) -> bool:
+    return data.gatt_state is not None and _load_output_present(data)
+
+
+def _load_control_available(data: VictronBleData) -> bool:
+    # Only an open link carries a write; advertisements keep the other entities going.
+    return data.gatt_state == "connected" and _load_output_present(data)
+
+
+def _load_control_option(data: VictronBleData) -> str | None:
+    raw = data.gatt.get("load_output_control")
+    return LOAD_OUTPUT_OPTIONS.get(raw) if isinstance(raw, int) else None
+
+
+async def _select_load_output(runtime: Any, option: str) -> None:
+    victron: VictronBleRuntime = runtime
+    await victron.async_select_load_output(option)
+
+
+SELECTS: tuple[BridgeSelectEntityDescription, ...] = (
+    # The same key, translation and options as VE.Direct's load output select.
+    BridgeSelectEntityDescription(
+        key="load_output_control",
+        translation_key="load_output_control",
+        options=[*LOAD_OUTPUT_OPTIONS.values()],
+        entity_category=EntityCategory.CONFIG,
+        exists_fn=_load_control_exists,
+        available_fn=_load_control_available,
+        value_fn=_load_control_option,
+        select_fn=_select_load_output,
+    ),
+)
+
+__all__ = ["BINARY_SENSORS", "GATT_LINK_STATES", "SELECTS", "SENSORS"]
