@@ -666,7 +666,7 @@ def test_name_tables() -> None:
     assert CHARGER_ERRORS[67] == "bms_connection_lost"
     assert AC_IN_STATES[2] == "not_connected"
     # Orion XS off reason 12: switched off in the app and by the remote input
-    assert flag_names(12, OFF_REASONS) == ("switched_off_device_mode", "remote_input")
+    assert flag_names(12, OFF_REASONS) == ("device_mode", "remote_input")
     assert flag_names(0, ALARM_REASONS) == ()
 
 

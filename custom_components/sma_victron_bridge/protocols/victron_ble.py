@@ -44,6 +44,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import ProtocolError
 
+# Victron uses the same codes in VE.Direct text fields and in Instant Readout records.
+from .vedirect_fields import ALARM_REASONS, CHARGE_STATES, OFF_REASONS
+
 MANUFACTURER_ID: Final = 0x02E1
 PRODUCT_ADVERTISEMENT: Final = 0x10
 HEADER_LENGTH: Final = 8
@@ -108,24 +111,6 @@ class AdvertHeader:
 
 # --- name tables ---------------------------------------------------------------------------------
 
-CHARGE_STATES: Final[dict[int, str]] = {
-    0: "off",
-    1: "low_power",
-    2: "fault",
-    3: "bulk",
-    4: "absorption",
-    5: "float",
-    6: "storage",
-    7: "equalize_manual",
-    9: "inverting",
-    11: "power_supply",
-    245: "starting_up",
-    246: "repeated_absorption",
-    247: "auto_equalize",
-    248: "battery_safe",
-    252: "external_control",
-}
-"""Device state of chargers, inverters and converters: the VE.Direct ``CS`` values."""
 
 VEBUS_STATES: Final[dict[int, str]] = {
     **CHARGE_STATES,
@@ -209,36 +194,6 @@ CHARGER_ERRORS: Final[dict[int, str]] = {
 }
 """Charger error codes (VE.Direct ``ERR`` and Victron's MPPT error-code list)."""
 
-OFF_REASONS: Final[dict[int, str]] = {
-    0x001: "no_input_power",
-    0x002: "switched_off_power_switch",
-    0x004: "switched_off_device_mode",
-    0x008: "remote_input",
-    0x010: "protection_active",
-    0x020: "paygo_out_of_credit",
-    0x040: "bms",
-    0x080: "engine_shutdown",
-    0x100: "analysing_input_voltage",
-}
-"""Off-reason bits (VE.Direct ``OR``); several may be set at once."""
-
-ALARM_REASONS: Final[dict[int, str]] = {
-    0x0001: "low_voltage",
-    0x0002: "high_voltage",
-    0x0004: "low_soc",
-    0x0008: "low_starter_voltage",
-    0x0010: "high_starter_voltage",
-    0x0020: "low_temperature",
-    0x0040: "high_temperature",
-    0x0080: "mid_voltage",
-    0x0100: "overload",
-    0x0200: "dc_ripple",
-    0x0400: "low_ac_out_voltage",
-    0x0800: "high_ac_out_voltage",
-    0x1000: "short_circuit",
-    0x2000: "bms_lockout",
-}
-"""Alarm/warning-reason bits (VE.Direct ``AR``/``WARN``); several may be set at once."""
 
 AC_IN_STATES: Final[dict[int, str]] = {0: "ac_in_1", 1: "ac_in_2", 2: "not_connected"}
 """Active AC input of VE.Bus and Multi RS products (3, "unknown", decodes to ``None``)."""
