@@ -86,3 +86,9 @@ def test_placeholders_are_filled() -> None:
         wanted = set(re.findall(r"{(\w+)}", name))
         given = set(description.translation_placeholders or {})
         assert wanted == given, description.key
+
+
+def test_every_option_field_has_a_label() -> None:
+    """The Sunny Island's options form offers every threshold; each needs its English label."""
+    labels = EN["options"]["step"]["charge_settings"]["data"]
+    assert set(si.SETTING_ENTITIES) <= set(labels)

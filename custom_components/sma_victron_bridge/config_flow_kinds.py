@@ -42,6 +42,7 @@ from .const import (
 from .control.chemistry import CHEMISTRIES, ChargeSettings
 from .devices.charge_settings import settings_from_entry
 from .devices.serial_bms import BmsProbe, async_probe_bms, create_simulator
+from .devices.sunny_island_entities import SETTING_ENTITIES
 from .devices.vedirect import ProbeError
 from .flow_helpers import (
     PORT_MANUAL,
@@ -55,6 +56,11 @@ from .flow_helpers import (
 from .protocols.bms_client import BmsProtocol
 
 CONF_FAMILY = "family"
+# The Sunny Island's options offer every threshold that is also a number entity.
+ALL_SETTINGS = tuple(
+    (name, step, unit or "")
+    for name, ((unit, _device_class), step, _enabled) in SETTING_ENTITIES.items()
+)
 PROTOCOL_AUTO = "auto"
 DALY_ADDRESSES = {"64": "0x40 (RS485)", "128": "0x80 (UART/TTL)"}
 SIMULATED_BMS = {
@@ -396,11 +402,11 @@ class SunnyIslandOptionsFlow(OptionsFlow):
         settings = settings_from_entry(self.config_entry)
         errors: dict[str, str] = {}
         if user_input is not None:
-            updated, errors = settings_errors(settings, user_input)
+            updated, errors = settings_errors(settings, user_input, ALL_SETTINGS)
             if updated is not None:
                 return self.async_create_entry(data={**self.config_entry.options, **user_input})
         return self.async_show_form(
             step_id="charge_settings",
-            data_schema=vol.Schema(settings_schema(settings)),
+            data_schema=vol.Schema(settings_schema(settings, ALL_SETTINGS)),
             errors=errors,
         )

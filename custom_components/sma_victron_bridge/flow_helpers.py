@@ -74,10 +74,15 @@ async def async_port_exists(hass: HomeAssistant, port: str) -> bool:
     return await hass.async_add_executor_job(os.path.exists, port)
 
 
-def settings_schema(settings: ChargeSettings) -> dict[Any, Any]:
-    """Number fields for the main charge settings, bounded like the number entities."""
+type SettingFields = tuple[tuple[str, float, str], ...]
+
+
+def settings_schema(
+    settings: ChargeSettings, fields: SettingFields = OPTION_SETTINGS
+) -> dict[Any, Any]:
+    """Number fields for charge settings, bounded like the number entities."""
     schema: dict[Any, Any] = {}
-    for name, step, unit in OPTION_SETTINGS:
+    for name, step, unit in fields:
         low, high = settings.bounds(name)
         schema[vol.Required(name, default=getattr(settings, name))] = selector.NumberSelector(
             selector.NumberSelectorConfig(
@@ -92,12 +97,12 @@ def settings_schema(settings: ChargeSettings) -> dict[Any, Any]:
 
 
 def settings_errors(
-    settings: ChargeSettings, values: dict[str, Any]
+    settings: ChargeSettings, values: dict[str, Any], fields: SettingFields = OPTION_SETTINGS
 ) -> tuple[ChargeSettings | None, dict[str, str]]:
     """Apply submitted settings; on an unsafe combination name the offending field."""
     from .control.chemistry import UnsafeSetting
 
-    changes = {name: values[name] for name, _step, _unit in OPTION_SETTINGS if name in values}
+    changes = {name: values[name] for name, _step, _unit in fields if name in values}
     try:
         return settings.replace(**changes), {}
     except UnsafeSetting as err:

@@ -176,14 +176,20 @@ async def test_settings_change_live_without_a_gap(
     )
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["step_id"] == "charge_settings"
+    schema = result["data_schema"]
+    assert schema is not None
+    offered = {str(key) for key in schema.schema}
+    assert {"ramp_rate", "absorption_spread", "tail_hold", "bulk_current"} <= offered
     await hass.config_entries.options.async_configure(
-        result["flow_id"], {**entry.options, "bulk_current": 80}
+        result["flow_id"], {**entry.options, "bulk_current": 80, "ramp_rate": 10}
     )
     await hass.async_block_till_done()
     await asyncio.sleep(4.2)
     assert_cadence(gaps(sim, SOC, started), 3)
     assert entry.state is ConfigEntryState.LOADED
     assert entry.options["cell_absorption_voltage"] == 3.5
+    runtime: Any = entry.runtime_data
+    assert runtime.controller.settings.ramp_rate == 10
     assert sim.accepted["charge_voltage"] == pytest.approx(56.0)
     # Invariant 5: no setting above the chemistry's safe bounds.
     with pytest.raises(ServiceValidationError):
