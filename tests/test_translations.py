@@ -89,6 +89,7 @@ def test_placeholders_are_filled() -> None:
 
 
 def test_every_option_field_has_a_label() -> None:
-    """The Sunny Island's options form offers every threshold; each needs its English label."""
-    labels = EN["options"]["step"]["charge_settings"]["data"]
-    assert set(si.SETTING_ENTITIES) <= set(labels)
+    """The BMS and Sunny Island options offer every threshold; each needs its English label."""
+    for step in ("charge_settings", "bms_settings"):
+        labels = EN["options"]["step"][step]["data"]
+        assert set(si.SETTING_ENTITIES) <= set(labels), step

@@ -56,7 +56,7 @@ from .flow_helpers import (
 from .protocols.bms_client import BmsProtocol
 
 CONF_FAMILY = "family"
-# The Sunny Island's options offer every threshold that is also a number entity.
+# Options offer every charge threshold (the Sunny Island also has each as a number entity).
 ALL_SETTINGS = tuple(
     (name, step, unit or "")
     for name, ((unit, _device_class), step, _enabled) in SETTING_ENTITIES.items()
@@ -363,7 +363,7 @@ class SerialBmsOptionsFlow(OptionsFlow):
         settings = settings_from_entry(self.config_entry)
         errors: dict[str, str] = {}
         if user_input is not None:
-            updated, errors = settings_errors(settings, user_input)
+            updated, errors = settings_errors(settings, user_input, ALL_SETTINGS)
             if updated is not None:
                 return self.async_create_entry(data=dict(user_input))
         schema = vol.Schema(
@@ -382,7 +382,7 @@ class SerialBmsOptionsFlow(OptionsFlow):
                         mode=selector.NumberSelectorMode.BOX,
                     )
                 ),
-                **settings_schema(settings),
+                **settings_schema(settings, ALL_SETTINGS),
             }
         )
         return self.async_show_form(step_id="bms_settings", data_schema=schema, errors=errors)

@@ -265,3 +265,33 @@ async def test_daly_and_ant(
         assert await hass.config_entries.async_unload(entry.entry_id)
     finally:
         await sim.stop()
+
+
+async def test_options_every_setting_refuses_unsafe_and_applies(
+    hass: HomeAssistant, jbd_sim: JbdSimulator
+) -> None:
+    entry = bms_entry(jbd_sim, "jbd")
+    await setup(hass, entry)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["step_id"] == "bms_settings"
+    schema = result["data_schema"]
+    assert schema is not None
+    offered = {str(key) for key in schema.schema}
+    assert {"poll_interval", "bulk_current", "ramp_rate", "absorption_spread"} <= offered
+    # Float above absorption is refused and names the field.
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {"poll_interval": 1.0, "cell_float_voltage": 3.44, "cell_absorption_voltage": 3.40},
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"poll_interval": 1.0, "bulk_current": 40, "ramp_rate": 20}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    runtime: Any = entry.runtime_data
+    assert runtime.controller.settings.bulk_current == 40
+    assert runtime.controller.settings.ramp_rate == 20
+    assert await hass.config_entries.async_unload(entry.entry_id)
