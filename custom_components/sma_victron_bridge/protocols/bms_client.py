@@ -39,7 +39,14 @@ from typing import Any, Final, Protocol
 import serial_asyncio_fast
 
 from . import ProtocolError, ant, daly, jbd
-from .bms_common import BmsReading, crc16_modbus
+from .bms_common import (
+    BAD_CHECKSUM,
+    BAD_SHAPE,
+    INCOMPLETE,
+    BmsReading,
+    StreamAssembler,
+    crc16_modbus,
+)
 
 __all__ = [
     "BAUDRATES",
@@ -167,84 +174,14 @@ class BmsInfo:
 
 
 # --- frame assemblers for the protocols whose codec has none ------------------------------------
+# (the cutting itself is bms_common.StreamAssembler, which JBD's codec uses too)
 
-_INCOMPLETE: Final = 0
-_BAD_SHAPE: Final = -1
-_BAD_CHECKSUM: Final = -2
-
-
-class _StreamAssembler:
-    """Cut a byte stream into checked frames that begin with a fixed start marker.
-
-    Bytes before a start marker are dropped; a candidate with a wrong shape or checksum is
-    abandoned one byte later; a candidate still waiting for bytes is given up as soon as a
-    complete valid frame starts behind it. Between calls the buffer holds at most one
-    incomplete frame.
-    """
-
-    _start: bytes = b""
-
-    def __init__(self) -> None:
-        """Start with an empty buffer and zeroed counters."""
-        self._buffer = bytearray()
-        self.discarded_bytes = 0
-        self.checksum_errors = 0
-
-    def reset(self) -> None:
-        """Forget buffered bytes (before a request, after a reopen)."""
-        self._buffer.clear()
-
-    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
-        """End index of a valid frame at ``position``, or a status code (0 or negative)."""
-        raise NotImplementedError
-
-    def _next_complete(self, position: int, size: int) -> int:
-        buffer = self._buffer
-        start = buffer.find(self._start, position)
-        while start >= 0:
-            if self._frame_end(buffer, start, size) > 0:
-                return start
-            start = buffer.find(self._start, start + 1)
-        return -1
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every complete, checksum-valid frame in order."""
-        buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        position = 0
-        size = len(buffer)
-        keep = len(self._start) - 1  # a start marker may be split across reads
-        while True:
-            start = buffer.find(self._start, position)
-            if start < 0:
-                drop = max(position, size - keep)
-                self.discarded_bytes += drop - position
-                position = drop
-                break
-            self.discarded_bytes += start - position
-            position = start
-            end = self._frame_end(buffer, position, size)
-            if end > 0:
-                frames.append(bytes(buffer[position:end]))
-                position = end
-                continue
-            if end == _INCOMPLETE:
-                later = self._next_complete(position + 1, size)
-                if later < 0:
-                    break
-                self.discarded_bytes += later - position
-                position = later
-                continue
-            if end == _BAD_CHECKSUM:
-                self.checksum_errors += 1
-            self.discarded_bytes += 1
-            position += 1
-        del buffer[:position]
-        return frames
+_INCOMPLETE: Final = INCOMPLETE
+_BAD_SHAPE: Final = BAD_SHAPE
+_BAD_CHECKSUM: Final = BAD_CHECKSUM
 
 
-class DalyFrameAssembler(_StreamAssembler):
+class DalyFrameAssembler(StreamAssembler):
     """Daly frames: 13 bytes ``A5 addr cmd 08 data[8] sum``."""
 
     _start = bytes((daly.START,))
@@ -260,7 +197,7 @@ class DalyFrameAssembler(_StreamAssembler):
         return end
 
 
-class AntLegacyFrameAssembler(_StreamAssembler):
+class AntLegacyFrameAssembler(StreamAssembler):
     """ANT legacy status frames: 140 bytes from ``AA 55 AA FF``, u16 sum at 138-139."""
 
     _start = ant.LEGACY_HEADER
@@ -275,7 +212,7 @@ class AntLegacyFrameAssembler(_StreamAssembler):
         return end
 
 
-class AntFrameAssembler(_StreamAssembler):
+class AntFrameAssembler(StreamAssembler):
     """ANT 2021 frames: ``7E A1 func addr(2) len data… crc(2, LE) AA 55``."""
 
     _start = ant.START

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 # Protection / alarm names shared by all BMS codecs. The first thirteen are the JBD protection
 # bits in order (bit 0 … bit 12); the others name states only Daly or ANT report.
@@ -124,7 +125,89 @@ def crc16_modbus(data: bytes | bytearray | memoryview) -> int:
     return crc
 
 
+# Status codes of a frame check: a positive value is the end index of a valid frame.
+INCOMPLETE: Final = 0
+BAD_SHAPE: Final = -1
+BAD_CHECKSUM: Final = -2
+
+
+class StreamAssembler:
+    """Cut a serial byte stream into checked frames that begin with a fixed start marker.
+
+    Subclasses give the marker (``_start``) and ``_frame_end``, which returns the end index of a
+    valid frame at a position, or :data:`INCOMPLETE`, :data:`BAD_SHAPE` or :data:`BAD_CHECKSUM`.
+
+    Bytes before a start marker are dropped; a candidate with a wrong shape or checksum is
+    abandoned one byte later; a candidate still waiting for bytes is given up as soon as a
+    complete valid frame starts behind it. Between calls the buffer holds at most one
+    incomplete frame.
+    """
+
+    _start: bytes = b""
+
+    def __init__(self) -> None:
+        """Start with an empty buffer and zeroed counters."""
+        self._buffer = bytearray()
+        self.discarded_bytes = 0
+        self.checksum_errors = 0
+
+    def reset(self) -> None:
+        """Forget buffered bytes (before a request, after a reopen)."""
+        self._buffer.clear()
+
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        """End index of a valid frame at ``position``, or a status code (0 or negative)."""
+        raise NotImplementedError
+
+    def _next_complete(self, position: int, size: int) -> int:
+        buffer = self._buffer
+        start = buffer.find(self._start, position)
+        while start >= 0:
+            if self._frame_end(buffer, start, size) > 0:
+                return start
+            start = buffer.find(self._start, start + 1)
+        return -1
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every complete, checksum-valid frame in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        position = 0
+        size = len(buffer)
+        keep = len(self._start) - 1  # a start marker may be split across reads
+        while True:
+            start = buffer.find(self._start, position)
+            if start < 0:
+                drop = max(position, size - keep)
+                self.discarded_bytes += drop - position
+                position = drop
+                break
+            self.discarded_bytes += start - position
+            position = start
+            end = self._frame_end(buffer, position, size)
+            if end > 0:
+                frames.append(bytes(buffer[position:end]))
+                position = end
+                continue
+            if end == INCOMPLETE:
+                later = self._next_complete(position + 1, size)
+                if later < 0:
+                    break
+                self.discarded_bytes += later - position
+                position = later
+                continue
+            if end == BAD_CHECKSUM:
+                self.checksum_errors += 1
+            self.discarded_bytes += 1
+            position += 1
+        del buffer[:position]
+        return frames
+
+
 __all__ = [
+    "BAD_CHECKSUM",
+    "BAD_SHAPE",
     "CELL_IMBALANCE",
     "CELL_OVERVOLTAGE",
     "CELL_UNDERVOLTAGE",
@@ -135,6 +218,7 @@ __all__ = [
     "DISCHARGE_OVERTEMPERATURE",
     "DISCHARGE_UNDERTEMPERATURE",
     "FRONTEND_ERROR",
+    "INCOMPLETE",
     "MOSFET_LOCK",
     "MOSFET_OVERTEMPERATURE",
     "PACK_OVERVOLTAGE",
@@ -143,6 +227,7 @@ __all__ = [
     "SHORT_CIRCUIT",
     "SOC_LOW",
     "BmsReading",
+    "StreamAssembler",
     "bit_flags",
     "bit_names",
     "crc16_modbus",

@@ -18,7 +18,17 @@ import struct
 from typing import Final
 
 from . import ProtocolError
-from .bms_common import PROTECTION_NAMES, BmsReading, bit_flags, bit_names, power_of
+from .bms_common import (
+    BAD_CHECKSUM,
+    BAD_SHAPE,
+    INCOMPLETE,
+    PROTECTION_NAMES,
+    BmsReading,
+    StreamAssembler,
+    bit_flags,
+    bit_names,
+    power_of,
+)
 
 START: Final = 0xDD
 END: Final = 0x77
@@ -284,9 +294,9 @@ def to_reading(
     )
 
 
-_INCOMPLETE: Final = 0
-_BAD_END: Final = -1
-_BAD_CHECKSUM: Final = -2
+_INCOMPLETE: Final = INCOMPLETE
+_BAD_END: Final = BAD_SHAPE
+_BAD_CHECKSUM: Final = BAD_CHECKSUM
 
 
 def _frame_end(buffer: bytearray, position: int, size: int) -> int:
@@ -303,7 +313,7 @@ def _frame_end(buffer: bytearray, position: int, size: int) -> int:
     return end
 
 
-class FrameAssembler:
+class FrameAssembler(StreamAssembler):
     """Cut a serial byte stream into checked JBD frames.
 
     Bytes before a 0xDD start byte are dropped. A candidate frame whose end byte or checksum is
@@ -313,58 +323,10 @@ class FrameAssembler:
     frame (261 bytes), so it stays bounded whatever arrives.
     """
 
-    def __init__(self) -> None:
-        """Start with an empty buffer and zeroed counters."""
-        self._buffer = bytearray()
-        self.discarded_bytes = 0
-        self.checksum_errors = 0
+    _start = bytes((START,))
 
-    def reset(self) -> None:
-        """Forget buffered bytes, e.g. after a port reopen."""
-        self._buffer.clear()
-
-    def _next_complete(self, position: int, size: int) -> int:
-        buffer = self._buffer
-        start = buffer.find(START, position)
-        while start >= 0:
-            if _frame_end(buffer, start, size) > 0:
-                return start
-            start = buffer.find(START, start + 1)
-        return -1
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every complete, checksum-valid frame in order."""
-        buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        position = 0
-        size = len(buffer)
-        while True:
-            start = buffer.find(START, position)
-            if start < 0:
-                self.discarded_bytes += size - position
-                position = size
-                break
-            self.discarded_bytes += start - position
-            position = start
-            end = _frame_end(buffer, position, size)
-            if end > 0:
-                frames.append(bytes(buffer[position:end]))
-                position = end
-                continue
-            if end == _INCOMPLETE:
-                later = self._next_complete(position + 1, size)
-                if later < 0:
-                    break
-                self.discarded_bytes += later - position
-                position = later
-                continue
-            if end == _BAD_CHECKSUM:
-                self.checksum_errors += 1
-            self.discarded_bytes += 1
-            position += 1
-        del buffer[:position]
-        return frames
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        return _frame_end(buffer, position, size)
 
 
 __all__ = [
