@@ -96,7 +96,8 @@ async def test_stale_source_stops_writes_and_raises_repair(
         timeout=15,
     )
     await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) > count, timeout=5)
-    assert state_value(hass, f"{MPPT}_battery_sense") == "forwarding"
+    # The simulator records a write before the charger's answer reaches the client.
+    await wait_for(hass, lambda: state_value(hass, f"{MPPT}_battery_sense") == "forwarding")
     assert await hass.config_entries.async_unload(mppt.entry_id)
     assert await hass.config_entries.async_unload(bmv.entry_id)
 
@@ -184,7 +185,7 @@ async def test_options_change_starts_forwarding(
     )
     await hass.async_block_till_done()
     await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) >= 1, timeout=5)
-    assert state_value(hass, f"{MPPT}_battery_sense") == "forwarding"
+    await wait_for(hass, lambda: state_value(hass, f"{MPPT}_battery_sense") == "forwarding")
     assert await hass.config_entries.async_unload(mppt.entry_id)
     assert await hass.config_entries.async_unload(bmv.entry_id)
 
