@@ -15,17 +15,22 @@ import contextlib
 import json
 import os
 from pathlib import Path
+import re
 import signal
 import sys
 from typing import Any
 
 import aiohttp
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types; HA depends on it
 
 ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = ROOT / "dashboards"
+DASHBOARD_PATH = "off-grid"
 DOMAIN = "sma_victron_bridge"
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
 CLIENT_ID = "http://127.0.0.1:8123/"
+DAY_MINUTES_ENV = "SMA_VICTRON_BRIDGE_DAY_MINUTES"
 
 CONFIGURATION = """\
 # Written by scripts/develop: a minimal Home Assistant for trying sma_victron_bridge.
@@ -210,10 +215,26 @@ class Api:
         )
 
 
-async def add_demo_devices(api: Api) -> None:
-    """A BMV forwarding to an MPPT, and a Sunny Island run by a JBD BMS — all simulated."""
+DEVICE_NAMES = {
+    "bmv": "Battery Monitor",
+    "mppt": "Solar Charger",
+    "bms": "Battery BMS",
+    "island": "Sunny Island",
+    "smartsolar": "SmartSolar",
+    "sunny_boy": "Sunny Boy",
+}
+"""The demo's device names: the entity ids they lead to are the ones ``dashboards/`` uses."""
+
+
+async def add_demo_devices(api: Api) -> dict[str, str]:
+    """The whole simulated system, added through the real config and options flows.
+
+    A BMV forwarding to an MPPT over VE.Direct, a Sunny Island run by a JBD serial BMS, a
+    SmartSolar heard over Bluetooth (through a simulated proxy) and a Sunny Boy on Speedwire.
+    Returns the name each new entry's device gets; nothing when the devices exist already.
+    """
     if await api.entries():
-        return
+        return {}
     bmv = await api.add_simulated("vedirect", "bmv")
     mppt = await api.add_simulated("vedirect", "mppt")
     await api.set_options(
@@ -226,7 +247,7 @@ async def add_demo_devices(api: Api) -> None:
             {"port": "simulated_jbd", "protocol": "auto", "address": "64", "invert_current": False},
         ]
     )
-    await api.flow(
+    island = await api.flow(
         [
             {"next_step_id": "sunny_island"},
             {"can_interface": "simulated"},
@@ -238,36 +259,45 @@ async def add_demo_devices(api: Api) -> None:
             },
         ]
     )
-
-
-def energy_prefs(entities: list[dict[str, Any]]) -> dict[str, Any]:
-    """Energy dashboard settings: the MPPT's total yield as solar, the serial BMS as battery.
-
-    The demo then opens with a filled energy dashboard. Entries are told apart by what they
-    measure: the MPPT has a yield total, the serial BMS cell voltages (a BMV has neither).
-    """
-    by_entry: dict[str, dict[str, str]] = {}
-    for entity in entities:
-        if entity["platform"] == DOMAIN and entity.get("translation_key"):
-            keys = by_entry.setdefault(entity["config_entry_id"], {})
-            keys.setdefault(entity["translation_key"], entity["entity_id"])
-    mppt = next(keys for keys in by_entry.values() if "yield_total" in keys)
-    bms = next(keys for keys in by_entry.values() if "cell_voltage_min" in keys)
-    return {
-        "energy_sources": [
-            {
-                "type": "solar",
-                "stat_energy_from": mppt["yield_total"],
-                "config_entry_solar_forecast": None,
-            },
-            {
-                "type": "battery",
-                "stat_energy_from": bms["discharged_energy"],
-                "stat_energy_to": bms["charged_energy"],
-            },
-        ],
-        "device_consumption": [],
+    smartsolar = await api.flow([{"next_step_id": "victron_ble"}, {"address": "simulated_solar"}])
+    sunny_boy = await api.flow(
+        [{"next_step_id": "sunny_boy"}, {"transport": "simulated_speedwire"}]
+    )
+    created = {
+        "bmv": bmv,
+        "mppt": mppt,
+        "bms": bms,
+        "island": island,
+        "smartsolar": smartsolar,
+        "sunny_boy": sunny_boy,
     }
+    return {result["result"]["entry_id"]: DEVICE_NAMES[key] for key, result in created.items()}
+
+
+def slug(name: str) -> str:
+    """The part of an entity id Home Assistant derives from a (plain ASCII) name."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def renamed_entity_id(entity_id: str, old_name: str, new_name: str) -> str | None:
+    """``entity_id`` after its device is renamed, as the device dialog offers; None if unchanged."""
+    domain, object_id = entity_id.split(".", 1)
+    old = slug(old_name)
+    if not object_id.startswith(f"{old}_"):
+        return None
+    return f"{domain}.{slug(new_name)}{object_id[len(old) :]}"
+
+
+def shipped_energy_prefs() -> dict[str, Any]:
+    """The energy dashboard settings users can copy (``dashboards/energy.json``)."""
+    prefs: dict[str, Any] = json.loads((DASHBOARDS / "energy.json").read_text())
+    return prefs
+
+
+def shipped_dashboard() -> dict[str, Any]:
+    """The system dashboard users can copy (``dashboards/off_grid_system.yaml``)."""
+    config: dict[str, Any] = yaml.safe_load((DASHBOARDS / "off_grid_system.yaml").read_text())
+    return config
 
 
 class Websocket:
@@ -291,8 +321,62 @@ class Websocket:
         return reply["result"]
 
 
-async def configure_demo_user(base: str) -> None:
-    """Advanced mode for the demo user (it shows the simulated ports) and the energy dashboard."""
+async def rename_devices(ws: Websocket, names: dict[str, str]) -> None:
+    """Give each new entry's device its demo name and its entity ids the matching prefix.
+
+    This is what a user does on the device page (✏️ → name → "rename entity ids" too).
+    """
+    devices = await ws.call({"type": "config/device_registry/list"})
+    entities = await ws.call({"type": "config/entity_registry/list"})
+    for device in devices:
+        entry_id = next((entry for entry in device["config_entries"] if entry in names), None)
+        if entry_id is None:
+            continue
+        new_name = names[entry_id]
+        await ws.call(
+            {
+                "type": "config/device_registry/update",
+                "device_id": device["id"],
+                "name_by_user": new_name,
+            }
+        )
+        for entity in entities:
+            if entity["device_id"] != device["id"]:
+                continue
+            new_id = renamed_entity_id(entity["entity_id"], device["name"], new_name)
+            if new_id is not None:
+                await ws.call(
+                    {
+                        "type": "config/entity_registry/update",
+                        "entity_id": entity["entity_id"],
+                        "new_entity_id": new_id,
+                    }
+                )
+
+
+async def install_dashboards(ws: Websocket) -> None:
+    """The shipped system dashboard in the sidebar, and the shipped energy settings."""
+    dashboards = await ws.call({"type": "lovelace/dashboards/list"})
+    if not any(board["url_path"] == DASHBOARD_PATH for board in dashboards):
+        await ws.call(
+            {
+                "type": "lovelace/dashboards/create",
+                "url_path": DASHBOARD_PATH,
+                "title": "Off-grid system",
+                "icon": "mdi:home-lightning-bolt-outline",
+                "mode": "storage",
+                "show_in_sidebar": True,
+                "require_admin": False,
+            }
+        )
+    await ws.call(
+        {"type": "lovelace/config/save", "url_path": DASHBOARD_PATH, "config": shipped_dashboard()}
+    )
+    await ws.call({"type": "energy/save_prefs", **shipped_energy_prefs()})
+
+
+async def configure_demo_user(base: str, names: dict[str, str]) -> None:
+    """Advanced mode for the demo user (it shows the simulated ports), device names, dashboards."""
     async with aiohttp.ClientSession() as session:
         token = await login(session, base)
         async with session.ws_connect(f"{base}/api/websocket") as connection:
@@ -306,8 +390,8 @@ async def configure_demo_user(base: str) -> None:
             await ws.call(
                 {"type": "frontend/set_user_data", "key": "core", "value": {"showAdvanced": True}}
             )
-            entities = await ws.call({"type": "config/entity_registry/list"})
-            await ws.call({"type": "energy/save_prefs", **energy_prefs(entities)})
+            await rename_devices(ws, names)
+            await install_dashboards(ws)
 
 
 async def wait_until_loaded(api: Api, timeout: float) -> None:
@@ -326,9 +410,9 @@ async def provision(base: str, timeout: float) -> None:
         await wait_for_http(session, base, timeout)
         token = await login(session, base)
         api = Api(session, base, token)
-        await add_demo_devices(api)
+        names = await add_demo_devices(api)
         await wait_until_loaded(api, timeout)
-    await configure_demo_user(base)
+    await configure_demo_user(base, names)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -336,8 +420,11 @@ async def run(args: argparse.Namespace) -> int:
     config = Path(args.config).resolve()
     prepare_config(config, args.port)
     base = f"http://127.0.0.1:{args.port}"
+    env = dict(os.environ)
+    if args.day_minutes is not None:
+        env[DAY_MINUTES_ENV] = f"{args.day_minutes:g}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "homeassistant", "--config", str(config), "--skip-pip"
+        sys.executable, "-m", "homeassistant", "--config", str(config), "--skip-pip", env=env
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -366,6 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=os.environ.get("HA_CONFIG", str(ROOT / "config")))
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--day-minutes",
+        type=float,
+        default=None,
+        help="let the simulated sun rise and set within this many minutes (default: a real day)",
+    )
     parser.add_argument(
         "--provision-only",
         action="store_true",

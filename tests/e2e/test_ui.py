@@ -1,10 +1,10 @@
 """Try the integration as a user would: in Home Assistant's own web UI, in headless Chromium.
 
-Home Assistant runs as ``scripts/develop`` runs it (a simulated BMV forwarding to a simulated
-MPPT, a simulated JBD BMS and a simulated Sunny Island, the demo user in advanced mode, the energy
-dashboard set up). Each test logs in through the real login page, clicks where a user clicks and
-checks what a user would look at. The screenshots go to ``.e2e/screenshots/``;
-``E2E_SCREENSHOTS=docs/screenshots`` refreshes the README's images.
+Home Assistant runs as ``scripts/develop`` runs it (the whole simulated system, the demo user in
+advanced mode, the shipped system dashboard and energy settings installed). Each test logs in
+through the real login page, clicks where a user clicks and checks what a user would look at.
+The screenshots go to ``.e2e/screenshots/``; ``E2E_SCREENSHOTS=docs/screenshots`` refreshes the
+README's images.
 """
 
 from __future__ import annotations
@@ -131,14 +131,40 @@ def test_sunny_island_page_shows_charge_state(
 def test_energy_dashboard_shows_the_sources(
     page: Page, demo_site: DemoSite, screenshots: Path
 ) -> None:
-    """Sidebar → Energy: solar production from the MPPT, battery in and out from the BMS."""
+    """Sidebar → Energy: the shipped settings (dashboards/energy.json) name the demo's devices."""
     log_in(page, demo_site)
     page.get_by_role("option", name="Energy", exact=True).first.click()
     page.wait_for_url(re.compile(r"/energy"))
     expect(page.get_by_role("heading", name="Solar production")).to_be_visible()
     sources = page.get_by_role("table", name="Energy sources")
-    expect(sources.get_by_role("row", name=re.compile(r"MPPT .* Yield total"))).to_be_visible()
-    expect(sources.get_by_role("row", name=re.compile(r"JBD.* Discharged energy"))).to_be_visible()
-    expect(sources.get_by_role("row", name=re.compile(r"JBD.* Charged energy"))).to_be_visible()
-    expect(sources.get_by_role("row", name=re.compile(r"Battery total"))).to_be_visible()
+    for name in (
+        "Sunny Boy Yield total",
+        "Solar Charger Yield total",
+        "SmartSolar Yield total",
+        "Battery BMS Discharged energy",
+        "Battery BMS Charged energy",
+        "Sunny Island Grid import",
+        "Battery total",
+    ):
+        expect(sources.get_by_role("row", name=re.compile(name))).to_be_visible()
     page.screenshot(path=screenshots / "energy-dashboard.png", animations="disabled")
+
+
+def test_shipped_dashboard_shows_the_system(
+    page: Page, demo_site: DemoSite, screenshots: Path
+) -> None:
+    """Sidebar → Off-grid system: dashboards/off_grid_system.yaml, every card finds its entity."""
+    log_in(page, demo_site)
+    page.get_by_role("option", name="Off-grid system", exact=True).first.click()
+    page.wait_for_url(re.compile(r"/off-grid/system"))
+    expect(page.get_by_text("Power now")).to_be_visible()
+    expect(page.get_by_text("Charge control")).to_be_visible()
+    charge_state = page.locator("hui-sensor-entity-row").filter(
+        has=page.get_by_text("Charge state", exact=True)
+    )
+    expect_value(charge_state, "Bulk|Absorption|Float|Off")
+    gauge = page.locator("hui-gauge-card")
+    expect(gauge).to_have_text(re.compile(rf"{NUMBER}\s?%"), timeout=VALUE_TIMEOUT_MS)
+    # A card whose entity does not exist renders a warning element instead of its value.
+    expect(page.locator("hui-warning")).to_have_count(0)
+    page.screenshot(path=screenshots / "dashboard.png", animations="disabled")
