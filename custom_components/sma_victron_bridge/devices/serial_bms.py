@@ -50,9 +50,11 @@ from ..protocols.bms_client import (
 from ..protocols.bms_common import BmsReading
 from ..runtime import BridgeConfigEntry
 from ..simulators.bms import AntSimulator, DalySimulator, JbdSimulator
+from ..simulators.day_clock import demo_start_time_of_day
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .charge_settings import settings_from_entry
 from .serial_bms_entities import BINARY_SENSORS, SENSORS, SWITCHES
+from .simulation import sun_time_scale
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,14 +83,22 @@ type BmsSimulator = JbdSimulator | DalySimulator | AntSimulator
 
 
 def create_simulator(protocol: BmsProtocol, serial_number: str | None) -> BmsSimulator:
-    """The built-in simulator for a protocol (advanced mode 'simulated BMS')."""
+    """The built-in simulator for a protocol (advanced mode 'simulated BMS').
+
+    With a short demo day asked for, the battery lives the day of the other simulated devices
+    (PV by day, the house load at night) at their speed; otherwise its current stays at rest.
+    """
+    scale = sun_time_scale()
+    start = demo_start_time_of_day(scale)
     if protocol is BmsProtocol.JBD:
-        return JbdSimulator(serial_number=serial_number)
+        return JbdSimulator(serial_number=serial_number, time_scale=scale, start_time_of_day=start)
     if protocol is BmsProtocol.DALY:
-        return DalySimulator(serial_number=serial_number)
+        return DalySimulator(serial_number=serial_number, time_scale=scale, start_time_of_day=start)
     return AntSimulator(
         protocol="new" if protocol is BmsProtocol.ANT_NEW else "legacy",
         serial_number=serial_number,
+        time_scale=scale,
+        start_time_of_day=start,
     )
 
 

@@ -58,10 +58,12 @@ from ..protocols.sma_can import (
     encode_bms_frames,
 )
 from ..runtime import BridgeConfigEntry
+from ..simulators.day_clock import demo_start_time_of_day
 from ..simulators.sunny_island import SunnyIslandSimulator
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .battery_source import BatterySource, EntitiesBatterySource, EntityIds, EntryBatterySource
 from .charge_settings import settings_from_entry
+from .simulation import sun_time_scale
 from .sunny_island_entities import BINARY_SENSORS, BUTTONS, NUMBERS, SELECTS, SENSORS
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,6 +77,9 @@ MANUFACTURER_NAME = "SVBridge"
 GRID_LOSS_FRAMES = 2
 # The Sunny Island sends about ten frames per second; entities are refreshed once per burst.
 ENTITY_REFRESH_DELAY = 0.05
+# A simulated Sunny Island living a short demo day: AC-coupled PV at noon and the mean load, W.
+SIMULATED_PV_PEAK = 5000.0
+SIMULATED_LOAD = 300.0
 
 
 def stale_issue_id(entry_id: str) -> str:
@@ -113,6 +118,23 @@ class SunnyIslandData:
             "load": EnergyIntegrator(),
         }
     )
+
+
+def _create_simulator(bus: can.BusABC) -> SunnyIslandSimulator:
+    """The built-in Sunny Island; with a short demo day its plant (sun, battery) runs faster.
+
+    Only the plant: its BMS supervision (F952/W952) keeps real time. PV on its AC side follows
+    the sun then, and the loads are kept light, so the night does not empty its battery.
+    """
+    scale = sun_time_scale()
+    start = demo_start_time_of_day(scale)
+    if start is None:
+        return SunnyIslandSimulator(bus)
+    simulator = SunnyIslandSimulator(
+        bus, sun_time_scale=scale, start_time_of_day=start, pv_peak=SIMULATED_PV_PEAK
+    )
+    simulator.set_load(SIMULATED_LOAD)
+    return simulator
 
 
 def can_config_from_entry(entry: BridgeConfigEntry) -> CanConfig:
@@ -222,7 +244,7 @@ class SunnyIslandRuntime(DeviceRuntime):
             self._sim_bus = await self.hass.async_add_executor_job(
                 lambda: can.Bus(interface="virtual", channel=config.channel)
             )
-            self._simulator = SunnyIslandSimulator(self._sim_bus)
+            self._simulator = _create_simulator(self._sim_bus)
             await self._simulator.start()
         self._link = CanLink(
             config,

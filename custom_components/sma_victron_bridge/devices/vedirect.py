@@ -57,6 +57,7 @@ from ..protocols.vedirect_fields import (
     product_name,
 )
 from ..runtime import BridgeConfigEntry
+from ..simulators.day_clock import demo_start_time_of_day
 from ..simulators.vedirect import VeDirectSimulator
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .battery_source import (
@@ -65,6 +66,7 @@ from .battery_source import (
     EntityIds,
     EntryBatterySource,
 )
+from .simulation import sun_time_scale
 from .vedirect_entities import BINARY_SENSORS, NUMBERS, SELECTS, SENSORS
 from .vedirect_forward import BatterySenseForwarder, ForwardStatus
 from .vedirect_registers import (
@@ -273,8 +275,12 @@ class VeDirectRuntime(DeviceRuntime):
         port: str = self.entry.data.get(CONF_PORT, "")
         model = self.entry.data.get(CONF_SIMULATED)
         if model:
+            scale = sun_time_scale()
             self._simulator = VeDirectSimulator(
-                model, serial_number=self.entry.data.get(CONF_SERIAL_NUMBER)
+                model,
+                serial_number=self.entry.data.get(CONF_SERIAL_NUMBER),
+                sun_time_scale=scale,
+                start_time_of_day=demo_start_time_of_day(scale),
             )
             await self._simulator.start()
             port = self._simulator.port

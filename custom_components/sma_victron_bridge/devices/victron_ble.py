@@ -75,8 +75,10 @@ from ..protocols.victron_gatt import (
     SmartSolarSession,
 )
 from ..runtime import BridgeConfigEntry
+from ..simulators.day_clock import demo_start_time_of_day
 from ..simulators.victron_ble import FakeSmartShuntPeer, FakeVictronGattPeer, VictronAdvertiser
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from .simulation import sun_time_scale
 from .vedirect_registers import LOAD_OUTPUT_OPTIONS
 from .victron_ble_entities import BINARY_SENSORS, SELECTS, SENSORS
 
@@ -505,8 +507,13 @@ class VictronBleRuntime(DeviceRuntime):
 
     def _async_start_simulation(self) -> None:
         """Register a scanner that hears the simulated device, and make it advertise."""
+        scale = sun_time_scale()
         advertiser = VictronAdvertiser(
-            self.data.record_type, key=self._key, model_id=self.data.model_id
+            self.data.record_type,
+            key=self._key,
+            model_id=self.data.model_id,
+            time_scale=scale,
+            start_time_of_day=demo_start_time_of_day(scale),
         )
         scanner = SimulatedScanner(self.address, advertiser)
         self.scanner = scanner

@@ -20,7 +20,10 @@ The battery is scriptable through plain attributes (``cell_voltages``, ``current
 while charging - ``temperatures``, ``soc``, ``protections``, ...). Unless ``frozen`` is set, a
 slow physics step integrates the current into the SOC, lets the cell voltages follow the SOC
 with a small spread, balances the highest cell when the spread grows and trips cell over/under
-voltage protection; ``frozen=True`` keeps exactly the values a test sets. Like a real BMS, a
+voltage protection; ``frozen=True`` keeps exactly the values a test sets. Given a
+``start_time_of_day``, the battery lives a solar day from there (``time_scale`` times faster than
+the wall clock): a PV array charges it by day up to a constant charge voltage, a house load drains
+it, most in the evening. Like a real BMS, a
 protection fault switches the FETs it concerns off and a request to switch such a FET on is
 refused.
 
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterable
 import contextlib
 import datetime as dt
 import itertools
+import math
 import random
 import struct
 from typing import ClassVar, Final, Literal
@@ -60,6 +64,7 @@ from ..protocols.bms_common import (
     SOC_LOW,
     crc16_modbus,
 )
+from .day_clock import DAY, HOUR, clear_sky
 from .pty import PtySerialPort
 
 __all__ = [
@@ -131,6 +136,15 @@ _CELL_OV_TRIP: Final = 3.65
 _CELL_OV_RELEASE: Final = 3.40
 _CELL_UV_TRIP: Final = 2.80
 _CELL_UV_RELEASE: Final = 3.10
+
+# The solar day of a battery given a start time: PV and house load in C (fractions of the
+# capacity per hour), sized so that a clear day fills a half-empty pack by early afternoon and
+# the evening and night take it down far enough for the next day to start with a bulk charge.
+_PV_PEAK_C: Final = 0.2
+_LOAD_DAY_C: Final = 0.03  # 06-18 h
+_LOAD_EVENING_C: Final = 0.06  # 18-23 h
+_LOAD_NIGHT_C: Final = 0.02
+_CHARGE_CELL_VOLTAGE: Final = 3.45  # V: the charger's constant voltage, per cell
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -214,6 +228,7 @@ class BmsSimulator:
         time_scale: float = 1.0,
         frozen: bool = False,
         reply_delay: float = _DEFAULT_REPLY_DELAY,
+        start_time_of_day: float | None = None,
     ) -> None:
         """Build the battery; nothing runs and no pty exists until :meth:`start`."""
         if not 1 <= cells <= 32:
@@ -224,6 +239,12 @@ class BmsSimulator:
             raise ValueError("time_scale must be positive")
         if reply_delay < 0:
             raise ValueError("reply_delay must not be negative")
+        self._clock: float | None = None
+        self._held_voltage: float | None = None  # cell V a charger in constant voltage holds
+        if start_time_of_day is not None:
+            self._clock = start_time_of_day % DAY
+            if not math.isfinite(self._clock):
+                raise ValueError("start_time_of_day must be finite")
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(self._rng.getrandbits(64))
         self.capacity_ah = capacity_ah
@@ -360,17 +381,47 @@ class BmsSimulator:
             return 0.0
         return self.current
 
+    @property
+    def time_of_day(self) -> float | None:
+        """Simulated seconds after midnight of a battery living a solar day (else None)."""
+        return self._clock
+
     def step(self, seconds: float) -> None:
         """Advance the battery model by ``seconds`` of simulated time (also while frozen)."""
         remaining = seconds
         while remaining > 0:
             dt_step = min(remaining, _SUBSTEP)
             remaining -= dt_step
+            if self._clock is not None:
+                self._clock = (self._clock + dt_step) % DAY
+                self.current = self._solar_current(self._clock)
             flowing = self._flowing_current()
             self.soc = min(100.0, max(0.0, self.soc + flowing * dt_step / 36 / self.capacity_ah))
             self._follow_soc(flowing)
             self._balance(flowing, dt_step)
             self._protect()
+
+    def _solar_current(self, time_of_day: float) -> float:
+        """PV minus house load; charging stops short of the charger's constant voltage."""
+        hour = time_of_day / HOUR
+        if 18.0 <= hour < 23.0:
+            load = _LOAD_EVENING_C
+        elif 6.0 <= hour < 18.0:
+            load = _LOAD_DAY_C
+        else:
+            load = _LOAD_NIGHT_C
+        surplus = (_PV_PEAK_C * clear_sky(time_of_day) - load) * self.capacity_ah
+        self._held_voltage = None
+        if surplus <= 0:
+            return surplus
+        # Constant voltage: only the current that keeps the mean cell at the charge voltage;
+        # once that is less than the sun gives, the charger holds the cells at that voltage.
+        soc = self.soc
+        resting = _ocv(soc) + _TOP_RISE * max(0.0, soc - _TOP_RISE_FROM) / (100.0 - _TOP_RISE_FROM)
+        headroom = (_CHARGE_CELL_VOLTAGE - resting) / _CELL_RESISTANCE
+        if headroom < surplus:
+            self._held_voltage = _CHARGE_CELL_VOLTAGE
+        return max(0.0, min(surplus, headroom))
 
     def _follow_soc(self, flowing: float) -> None:
         """Cell voltages from the OCV curve, the IR drop and a spread that grows at the ends."""
@@ -380,6 +431,8 @@ class BmsSimulator:
         if flowing > 0:
             # A full cell that is still charged runs up steeply (what trips over-voltage).
             base += _TOP_RISE * max(0.0, soc - _TOP_RISE_FROM) / (100.0 - _TOP_RISE_FROM)
+        if self._held_voltage is not None and self.charge_fet:
+            base = max(base, self._held_voltage)
         self.cell_voltages = [round(base + offset * spread, 3) for offset in self._offsets]
 
     def _balance(self, flowing: float, seconds: float) -> None:
@@ -586,6 +639,7 @@ class JbdSimulator(BmsSimulator):
         time_scale: float = 1.0,
         frozen: bool = False,
         reply_delay: float = _DEFAULT_REPLY_DELAY,
+        start_time_of_day: float | None = None,
     ) -> None:
         """Build the BMS; see :class:`BmsSimulator` for the state it carries."""
         super().__init__(
@@ -598,6 +652,7 @@ class JbdSimulator(BmsSimulator):
             time_scale=time_scale,
             frozen=frozen,
             reply_delay=reply_delay,
+            start_time_of_day=start_time_of_day,
         )
         self.error_counters: list[int] = [0] * len(jbd.ERROR_COUNTER_NAMES)
         self.manufacture_date = dt.date(2023, 5, 17)
@@ -741,6 +796,7 @@ class DalySimulator(BmsSimulator):
         time_scale: float = 1.0,
         frozen: bool = False,
         reply_delay: float = _DEFAULT_REPLY_DELAY,
+        start_time_of_day: float | None = None,
     ) -> None:
         """Build the BMS; see :class:`BmsSimulator` for the state it carries."""
         super().__init__(
@@ -753,6 +809,7 @@ class DalySimulator(BmsSimulator):
             time_scale=time_scale,
             frozen=frozen,
             reply_delay=reply_delay,
+            start_time_of_day=start_time_of_day,
         )
         self.address = address
         self.host_address = host_address
@@ -988,6 +1045,7 @@ class AntSimulator(BmsSimulator):
         time_scale: float = 1.0,
         frozen: bool = False,
         reply_delay: float = _DEFAULT_REPLY_DELAY,
+        start_time_of_day: float | None = None,
     ) -> None:
         """Build the BMS; see :class:`BmsSimulator` for the state it carries."""
         if protocol not in ("legacy", "new"):
@@ -1002,6 +1060,7 @@ class AntSimulator(BmsSimulator):
             time_scale=time_scale,
             frozen=frozen,
             reply_delay=reply_delay,
+            start_time_of_day=start_time_of_day,
         )
         self.protocol: Literal["legacy", "new"] = protocol
         self.address = address

@@ -72,6 +72,7 @@ from custom_components.sma_victron_bridge.protocols.sma_can import (
     decode_bms_frame,
     encode_si_frame,
 )
+from custom_components.sma_victron_bridge.simulators.day_clock import DAY, HOUR, clear_sky
 
 _ACCEPTED_RANGES: Final[Mapping[str, tuple[float, float]]] = {
     "charge_voltage": CHARGE_VOLTAGE_RANGE,
@@ -90,6 +91,8 @@ OPERATING_STATE_NONE: Final = 0
 OPERATING_STATE_OPERATING: Final = 1
 OPERATING_STATE_WARNING: Final = 3
 OPERATING_STATE_FAILURE: Final = 4
+
+_START_OF_DAY: Final = 10 * HOUR  # mid-morning, like the other simulators' default day
 
 NOMINAL_AC_VOLTAGE: Final = 230.0
 NOMINAL_FREQUENCY: Final = 50.0
@@ -162,7 +165,11 @@ class SunnyIslandSimulator:
     ``interval`` is the broadcast period in real seconds. ``time_scale`` speeds up simulated
     time: the battery model and the BMS timeouts run that many times faster than the wall clock
     (``bms_timeout`` 60 s with ``time_scale`` 60 fires after one real second). The 200 ms inhibit
-    check stays in wire time. ``phases`` (1-3) spreads AC values over that many lines.
+    check stays in wire time. ``sun_time_scale`` speeds up only the plant (sun, PV, battery) and
+    never the BMS supervision: a short demo day whose BMS still has to send at real time.
+    ``pv_peak`` adds AC-coupled PV that follows a clear sky over the simulated day, W at noon
+    (on top of :meth:`set_pv`); the day starts at ``start_time_of_day`` (seconds after midnight,
+    mid-morning unless given). ``phases`` (1-3) spreads AC values over that many lines.
     ``self_consumption`` selects grid-tied behaviour: True discharges into the loads (DCL-limited)
     and charges from PV surplus only; False (backup) charges from every source and draws loads
     from the grid.
@@ -184,10 +191,16 @@ class SunnyIslandSimulator:
         skip_probability: float = 0.0,
         generator_start_soc: float = 30.0,
         generator_stop_soc: float = 80.0,
+        sun_time_scale: float = 1.0,
+        pv_peak: float = 0.0,
+        start_time_of_day: float | None = None,
     ) -> None:
         """Set up the simulated SI; nothing touches the bus before :meth:`start`."""
-        if not interval > 0 or not time_scale > 0:
-            raise ValueError("interval and time_scale must be positive")
+        if not interval > 0 or not time_scale > 0 or not sun_time_scale > 0:
+            raise ValueError("interval, time_scale and sun_time_scale must be positive")
+        clock = _START_OF_DAY if start_time_of_day is None else start_time_of_day % DAY
+        if not math.isfinite(clock):
+            raise ValueError("start_time_of_day must be finite")
         if phases not in (1, 2, 3):
             raise ValueError("phases must be 1, 2 or 3")
         if not 0.0 <= skip_probability < 1.0:
@@ -195,6 +208,10 @@ class SunnyIslandSimulator:
         self._bus = bus
         self.interval = interval
         self.time_scale = time_scale
+        self.sun_time_scale = sun_time_scale
+        self.pv_peak = _non_negative("pv_peak", pv_peak)
+        self.clock = clock
+        """Simulated seconds since midnight of the plant's day (it advances in :meth:`step`)."""
         self.phases = phases
         self.bms_timeout = bms_timeout
         self.limits_timeout = limits_timeout
@@ -492,10 +509,11 @@ class SunnyIslandSimulator:
 
     def step(self, seconds: float) -> PowerFlow:
         """Advance the battery and AC model by ``seconds`` of simulated time."""
+        self.clock = (self.clock + seconds) % DAY
         self._load_jitter = _wander(self._rng, self._load_jitter)
         self._pv_jitter = _wander(self._rng, self._pv_jitter)
         load = self._load * (1.0 + self._load_jitter)
-        pv = self._pv * (1.0 + self._pv_jitter)
+        pv = (self._pv + self.pv_peak * clear_sky(self.clock)) * (1.0 + self._pv_jitter)
         self._update_generator_request()
         if not self.running:
             # AC side dead: loads unsupplied, grid-tied PV disconnected.
@@ -644,7 +662,7 @@ class SunnyIslandSimulator:
         next_at = loop.time()
         while True:
             now = loop.time()
-            self.step((now - self._last_step) * self.time_scale)
+            self.step((now - self._last_step) * self.time_scale * self.sun_time_scale)
             self._last_step = now
             self.broadcast()
             next_at += self.interval

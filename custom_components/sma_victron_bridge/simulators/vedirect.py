@@ -16,8 +16,11 @@ kernel tty (:class:`~.pty.PtySerialPort`):
 The values follow simple physical models so that a newcomer sees plausible, moving numbers: the
 MPPT follows a sun curve and charges bulk → absorption → float, the BMV integrates a battery's
 current into SOC, consumed Ah, energy counters and time-to-go. ``time_scale`` speeds simulated
-time up (a whole day in minutes); ``seed`` makes every value reproducible, because each block
-advances the models by a fixed simulated step, independent of scheduling jitter.
+time up (a whole day in minutes), the protocol's own timeouts included; ``sun_time_scale`` speeds
+up only the day (sun, charging, battery) and leaves the wire's timing real, for a demo whose
+clients run at real time; ``start_time_of_day`` sets where the day starts. ``seed`` makes every
+value reproducible, because each block advances the models by a fixed simulated step, independent
+of scheduling jitter.
 
 Faults are available on demand: garbage on the line, a silent device, corrupt checksums and an
 unplugged cable. Nothing here blocks the event loop and no threads are started.
@@ -241,12 +244,16 @@ class _Model:
     """Common part of the device models: simulated clock, noise and the register store."""
 
     def __init__(
-        self, rng: random.Random, registers: dict[int, bytes], layout: dict[int, _Register]
+        self,
+        rng: random.Random,
+        registers: dict[int, bytes],
+        layout: dict[int, _Register],
+        start: float,
     ) -> None:
         self.rng = rng
         self.registers = registers
         self.layout = layout
-        self.clock = _START_OF_DAY
+        self.clock = start
         self.cloud = 0.9
         self.reading_voltage = 0.0
         self.reading_current = 0.0
@@ -299,8 +306,14 @@ class _MpptModel(_Model):
     RESISTANCE: Final = 0.025  # Ω, battery plus cables
     TAIL_CURRENT: Final = 2.0  # A: absorption ends below this (2 % of capacity)
 
-    def __init__(self, rng: random.Random, registers: dict[int, bytes], serial_number: str) -> None:
-        super().__init__(rng, registers, _MPPT_REGISTERS)
+    def __init__(
+        self,
+        rng: random.Random,
+        registers: dict[int, bytes],
+        serial_number: str,
+        start: float = _START_OF_DAY,
+    ) -> None:
+        super().__init__(rng, registers, _MPPT_REGISTERS, start)
         self.soc = 0.55
         self.state = 3
         self.absorption_time = 0.0
@@ -573,8 +586,14 @@ class _BmvModel(_Model):
     RESISTANCE: Final = 0.01
     DISCHARGE_FLOOR: Final = 0.5  # BMV default: time-to-go counts down to 50 % SOC
 
-    def __init__(self, rng: random.Random, registers: dict[int, bytes], serial_number: str) -> None:
-        super().__init__(rng, registers, _BMV_REGISTERS)
+    def __init__(
+        self,
+        rng: random.Random,
+        registers: dict[int, bytes],
+        serial_number: str,
+        start: float = _START_OF_DAY,
+    ) -> None:
+        super().__init__(rng, registers, _BMV_REGISTERS, start)
         self.soc = 0.8
         self.current = 0.0
         self.voltage = 12.6
@@ -733,6 +752,12 @@ class VeDirectSimulator:
 
     ``registers`` is the live HEX register store (little-endian bytes); tests may read and
     even poke it. ``writes`` records every HEX set received as (loop time, register, value).
+
+    ``time_scale`` speeds up everything simulated, the 60 s remote sense timeout and the async
+    message window included (tests); ``sun_time_scale`` speeds up only the models (a short demo
+    day whose client still writes remote sense at real time). The models advance by
+    ``interval * time_scale * sun_time_scale`` per block. ``start_time_of_day`` (seconds after
+    midnight) is where the models' day starts; None: mid-morning.
     """
 
     def __init__(
@@ -744,6 +769,8 @@ class VeDirectSimulator:
         interval: float = 1.0,
         time_scale: float = 1.0,
         seed: int | None = None,
+        sun_time_scale: float = 1.0,
+        start_time_of_day: float | None = None,
     ) -> None:
         """Build the device; nothing runs and no pty exists until :meth:`start`."""
         if model not in ("mppt", "bmv"):
@@ -752,6 +779,11 @@ class VeDirectSimulator:
             raise ValueError("interval must be positive")
         if not time_scale > 0:
             raise ValueError("time_scale must be positive")
+        if not sun_time_scale > 0:
+            raise ValueError("sun_time_scale must be positive")
+        start = _START_OF_DAY if start_time_of_day is None else start_time_of_day % _DAY
+        if not math.isfinite(start):
+            raise ValueError("start_time_of_day must be finite")
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(self._rng.getrandbits(64))
         self._kind: Literal["mppt", "bmv"] = model
@@ -759,17 +791,18 @@ class VeDirectSimulator:
         self._serial = serial_number or generated
         self._interval = interval
         self._time_scale = time_scale
+        self._model_step = interval * time_scale * sun_time_scale
         self.registers: dict[int, bytes] = {}
         self.writes: list[tuple[float, int, bytes]] = []
         self._device: _MpptModel | _BmvModel
         if model == "mppt":
             self._layout = _MPPT_REGISTERS
-            self._device = _MpptModel(self._rng, self.registers, self._serial)
+            self._device = _MpptModel(self._rng, self.registers, self._serial, start)
             self._product_id = MPPT_PRODUCT_ID
             self._version = _APP_FIRMWARE_TYPE | _MPPT_FIRMWARE
         else:
             self._layout = _BMV_REGISTERS
-            self._device = _BmvModel(self._rng, self.registers, self._serial)
+            self._device = _BmvModel(self._rng, self.registers, self._serial, start)
             self._product_id = BMV_PRODUCT_ID
             self._version = _APP_FIRMWARE_TYPE | _BMV_FIRMWARE
         self._port = PtySerialPort(link_path)
@@ -812,6 +845,11 @@ class VeDirectSimulator:
     def plugged(self) -> bool:
         """Whether the simulated cable is plugged in."""
         return self._port.plugged
+
+    @property
+    def time_of_day(self) -> float:
+        """The models' simulated time of day, seconds after midnight."""
+        return self._device.clock % _DAY
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -885,7 +923,7 @@ class VeDirectSimulator:
         self._expire_sense(now)
         if advance:
             # A fixed simulated step per block keeps seeded runs identical whatever the jitter.
-            self._device.step(self._interval * self._time_scale)
+            self._device.step(self._model_step)
         if self._silent:
             return
         for block in self._with_overrides(self._device.blocks()):

@@ -227,7 +227,10 @@ class VictronAdvertiser:
     """An Instant Readout device: call :meth:`next_advertisement` as often as it would send.
 
     ``seed`` makes the values reproducible; ``time_scale`` speeds simulated time up (a day in
-    minutes for a demo). The nonce starts at a random value and increments with every advert.
+    minutes for a demo); ``start_time_of_day`` (seconds after midnight) is where the simulated day
+    starts, mid-morning unless given. Only the model runs faster: adverts still go out as often
+    as :meth:`next_advertisement` is called. The nonce starts at a random value and increments
+    with every advert.
     """
 
     def __init__(
@@ -238,6 +241,7 @@ class VictronAdvertiser:
         model_id: int,
         seed: int | None = None,
         time_scale: float = 1.0,
+        start_time_of_day: float | None = None,
     ) -> None:
         if record_type not in SUPPORTED_RECORDS:
             raise UnsupportedRecord(f"no simulation for record type 0x{record_type:02X}")
@@ -246,6 +250,11 @@ class VictronAdvertiser:
         self.record_type = record_type
         self.key = bytes(key)
         self.model_id = model_id
+        if not time_scale > 0:
+            raise ValueError("time_scale must be positive")
+        start = _START_OF_DAY if start_time_of_day is None else start_time_of_day % _DAY
+        if not math.isfinite(start):
+            raise ValueError("start_time_of_day must be finite")
         self.time_scale = time_scale
         rng = random.Random(seed)
         self._system = _PowerSystem(
@@ -253,12 +262,18 @@ class VictronAdvertiser:
             scale=4 if record_type == RECORD_VE_BUS else 1,
             grid=record_type == RECORD_VE_BUS,
             alternator=record_type == RECORD_DCDC_CONVERTER,
+            clock=start,
         )
         self._rng = rng
         self.nonce = rng.randrange(0x10000)
         self._last: float | None = None
         self.values: dict[str, float | int | None] = self._record()
         """The plaintext of the last advertisement, as ``decode_advertisement`` returns it."""
+
+    @property
+    def time_of_day(self) -> float:
+        """The model's simulated time of day, seconds after midnight."""
+        return self._system.time_of_day
 
     def next_advertisement(self, now: float) -> bytes:
         """Advance the model to ``now`` (seconds, any monotonic clock) and encode an advert."""
