@@ -59,6 +59,15 @@ async def async_unload_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> b
     return unloaded
 
 
+async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+    """Forget what only a removed entry brought in: a simulated Bluetooth device's radio."""
+    from homeassistant.helpers.importlib import async_import_module
+
+    if DeviceKind(entry.data[CONF_DEVICE]) is DeviceKind.VICTRON_BLE:
+        module = await async_import_module(hass, f"{__name__}.devices.victron_ble")
+        module.async_forget_simulated_scanner(hass, entry)
+
+
 async def _async_options_updated(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
     """Apply changed options: live where the runtime can (a BMS must never stop), else reload."""
     if await entry.runtime_data.async_apply_options():

@@ -24,6 +24,7 @@ from bleak.exc import BleakError
 from habluetooth.const import UNAVAILABLE_TRACK_SECONDS
 from homeassistant.components import bluetooth
 from homeassistant.components.bluetooth.api import _get_manager
+from homeassistant.components.bluetooth.storage import BluetoothStorage
 from homeassistant.components.select import ATTR_OPTIONS
 from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
 from homeassistant.config_entries import (
@@ -1124,6 +1125,20 @@ async def test_simulated_smartsolar_through_the_bluetooth_stack(hass: HomeAssist
     assert await hass.config_entries.async_unload(other.entry_id)
     for source in sources:
         assert bluetooth.async_scanner_by_source(hass, source) is None
+    # Home Assistant keeps an unloaded proxy's adverts; removing the entry forgets its radio.
+    storage = bluetooth_storage(hass)
+    assert set(sources) <= set(storage.scanners())
+    await hass.config_entries.async_remove(entry.entry_id)
+    assert sources[0] not in storage.scanners()
+    assert sources[1] in storage.scanners()
+    await hass.config_entries.async_remove(other.entry_id)
+    assert sources[1] not in storage.scanners()
+
+
+def bluetooth_storage(hass: HomeAssistant) -> BluetoothStorage:
+    """Where Home Assistant's bluetooth manager keeps remote scanners' advertisement history."""
+    storage: BluetoothStorage = _get_manager(hass).storage
+    return storage
 
 
 # --- GATT link -----------------------------------------------------------------------------
@@ -1570,6 +1585,9 @@ async def test_no_load_output_no_select(
     assert runtime.data.gatt["capabilities"] == 0
     await wait_for(hass, lambda: runtime.data.gatt.get("uptime") is not None)
     assert hass.states.get(LOAD_SELECT) is None
+    # The load state register answers, but a charger without a load output shows none.
+    assert runtime.data.gatt.get("load_state") is not None
+    assert hass.states.get("binary_sensor.solar_load_output") is None
     # Asked anyway, the session reads the capabilities and writes nothing.
     with pytest.raises(HomeAssistantError) as refused:
         await runtime.async_select_load_output("on")

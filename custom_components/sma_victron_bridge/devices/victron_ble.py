@@ -252,6 +252,18 @@ async def async_connect_gatt(
     return BleakGattLink(client)
 
 
+def simulated_scanner_source(address: str) -> str:
+    """The scanner ("proxy") source a simulated device with ``address`` is heard through."""
+    return f"{DOMAIN}_simulated_{address.replace(':', '').lower()}"
+
+
+@callback
+def async_forget_simulated_scanner(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+    """Drop the advertisement history Home Assistant keeps for a removed simulated device."""
+    if entry.data.get(CONF_SIMULATED):
+        bluetooth.async_remove_scanner(hass, simulated_scanner_source(entry.data[CONF_ADDRESS]))
+
+
 class SimulatedScanner(bluetooth.BaseHaRemoteScanner):
     """A pretend Bluetooth proxy that hears one simulated Victron device.
 
@@ -262,9 +274,10 @@ class SimulatedScanner(bluetooth.BaseHaRemoteScanner):
 
     def __init__(self, address: str, advertiser: VictronAdvertiser) -> None:
         """A non-connectable scanner named after the simulated device's address."""
-        source = f"{DOMAIN}_simulated_{address.replace(':', '').lower()}"
         # The name doubles as the "adapter" the manager files the scanner under: one each.
-        super().__init__(source, f"Simulated Victron radio {address}", None, False)
+        super().__init__(
+            simulated_scanner_source(address), f"Simulated Victron radio {address}", None, False
+        )
         self.device_address = address
         self.advertiser = advertiser
 

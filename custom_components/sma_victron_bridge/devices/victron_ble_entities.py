@@ -643,7 +643,7 @@ BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
         key="load_output",
         translation_key="load_output",
         device_class=BinarySensorDeviceClass.POWER,
-        exists_fn=_gatt_has("load_state"),
+        exists_fn=lambda data: _load_output_present(data) and _gatt_has("load_state")(data),
         is_on_fn=_load_on,
     ),
 )
