@@ -40,6 +40,7 @@ from custom_components.sma_victron_bridge.protocols.sma_can import (
     encode_bms_frames,
 )
 from custom_components.sma_victron_bridge.simulators.sunny_island import (
+    ARRIVALS_KEPT,
     SimulatedBattery,
     SunnyIslandSimulator,
 )
@@ -591,3 +592,18 @@ def test_argument_checks(wire: Wire) -> None:
             sim.set_load(bad)
         with pytest.raises(ValueError, match="non-negative"):
             sim.set_pv(bad)
+
+
+def test_arrival_history_is_bounded() -> None:
+    """A simulator left running keeps the newest arrivals only, and their gaps stay right."""
+    bus = can.Bus(interface="virtual", channel="arrivals-bounded")
+    try:
+        sim = SunnyIslandSimulator(bus)
+        for second in range(ARRIVALS_KEPT + 10):
+            sim._record_arrival(ID_SOC, float(second))
+        assert len(sim.received[ID_SOC]) == ARRIVALS_KEPT
+        assert sim.received[ID_SOC][0] == 10.0
+        assert sim.periods(ID_SOC) == [1.0] * (ARRIVALS_KEPT - 1)
+        assert sim.min_interval_violations == 0
+    finally:
+        bus.shutdown()

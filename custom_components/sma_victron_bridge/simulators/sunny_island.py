@@ -21,6 +21,7 @@ Pure module: python-can and asyncio only.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Mapping
 import contextlib
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ _START_OF_DAY: Final = 10 * HOUR  # mid-morning, like the other simulators' defa
 NOMINAL_AC_VOLTAGE: Final = 230.0
 NOMINAL_FREQUENCY: Final = 50.0
 _NOTIFIER_POLL: Final = 0.05
+ARRIVALS_KEPT: Final = 3600
+"""Arrival times kept per BMS id: an hour of a 1 s frame."""
 
 # Open-circuit voltage of a 16-cell LiFePO4 pack against SOC: (SOC %, pack V).
 _OCV_CURVE: Final = (
@@ -224,8 +227,9 @@ class SunnyIslandSimulator:
         self._rng = random.Random(seed)
 
         # What the BMS sent and how the SI judged it.
-        self.received: dict[int, list[float]] = {}
-        """Arrival timestamps (the bus's message timestamps, s) of every BMS frame, per id."""
+        self.received: dict[int, deque[float]] = {}
+        """Arrival timestamps (the bus's message timestamps, s) of the BMS frames, per id: the
+        newest ``ARRIVALS_KEPT``, so a simulator left running for days stays the same size."""
         self.last_values: dict[int, dict[str, BmsValue]] = {}
         """Last decoded content per BMS id, as sent (before range checks)."""
         self.accepted: dict[str, float] = dict(SI_DEFAULTS)
@@ -377,7 +381,7 @@ class SunnyIslandSimulator:
 
     def periods(self, arbitration_id: int) -> list[float]:
         """Gaps between consecutive arrivals of one BMS id, s."""
-        stamps = self.received.get(arbitration_id, [])
+        stamps = self.received.get(arbitration_id, ())
         return [later - earlier for earlier, later in itertools.pairwise(stamps)]
 
     async def wait_until(self, predicate: Callable[[], bool], limit: float) -> bool:
@@ -430,7 +434,7 @@ class SunnyIslandSimulator:
             self._arm_limits_timer()
 
     def _record_arrival(self, arbitration_id: int, stamp: float) -> None:
-        stamps = self.received.setdefault(arbitration_id, [])
+        stamps = self.received.setdefault(arbitration_id, deque(maxlen=ARRIVALS_KEPT))
         if stamps and stamp - stamps[-1] < MIN_PERIOD:
             self.min_interval_violations += 1
         stamps.append(stamp)
