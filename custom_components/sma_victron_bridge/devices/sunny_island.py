@@ -539,6 +539,20 @@ class SunnyIslandRuntime(DeviceRuntime):
                 "bms_running": link.bms_running,
             },
             "simulated": self._simulator is not None,
+            # Per BMS id, what the simulated SI received (bus timestamps, s): a soak run proves
+            # from this that no frame came late (invariant 1) or too fast (invariant 2).
+            "simulator_received": None
+            if self._simulator is None
+            else {
+                f"0x{frame_id:03X}": {
+                    "count": len(stamps),
+                    "max_gap": max(gaps, default=None),
+                    "min_gap": min(gaps, default=None),
+                    "since_last": time.time() - stamps[-1] if stamps else None,
+                }
+                for frame_id, stamps in self._simulator.received.items()
+                for gaps in (self._simulator.periods(frame_id),)
+            },
         }
 
 
