@@ -6,11 +6,12 @@ entry exists, so a wrong password or an unreachable inverter is reported in the 
 entry is keyed by the inverter's serial number, which reconfigure and reauth insist on.
 
 A Python without Bluetooth sockets is told so at once: no address form that can only fail.
+Where the host's BlueZ lists nearby classic Bluetooth devices, the address form offers them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import secrets
 from typing import Any
 
@@ -26,6 +27,8 @@ from .const import (
     CONF_SIMULATED,
     DeviceKind,
 )
+from .devices import sunny_boy_bluez
+from .devices.sunny_boy_bluez import ClassicDevice
 from .devices.sunny_boy_link import (
     CONF_BT_ADDRESS,
     CONF_HISTORY_DAYS,
@@ -75,10 +78,27 @@ def _login_fields(password: str = DEFAULT_PASSWORD, group: str = USER_GROUP_USER
     }
 
 
-def _address_schema(address: str | None = None, **login: str) -> vol.Schema:
+def _address_schema(
+    address: str | None = None, devices: Sequence[ClassicDevice] = (), **login: str
+) -> vol.Schema:
+    """Address field: a list of the classic devices BlueZ knows (typing stays possible),
+    or a plain text field when the host cannot tell."""
+    field: Any = str
+    if devices:
+        field = selector.SelectSelector(
+            selector.SelectSelectorConfig(
+                options=[
+                    selector.SelectOptionDict(value=device.address, label=device.label)
+                    for device in devices
+                ],
+                custom_value=True,
+                mode=selector.SelectSelectorMode.DROPDOWN,
+            )
+        )
+        address = address or devices[0].address
     return vol.Schema(
         {
-            vol.Required(CONF_BT_ADDRESS, default=address or vol.UNDEFINED): str,
+            vol.Required(CONF_BT_ADDRESS, default=address or vol.UNDEFINED): field,
             **_login_fields(**login),
         }
     )
@@ -161,9 +181,17 @@ class SunnyBoyFlow(ConfigFlow):
     async def async_step_sunny_boy_bluetooth(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """The inverter's Bluetooth address and the password; logs on before adding."""
+        """The inverter's Bluetooth address and the password; logs on before adding.
+
+        Where BlueZ can tell, the address is picked from the nearby classic devices (SMA's
+        first); otherwise - or if the list cannot be read - it is typed in.
+        """
+        devices: list[ClassicDevice] | None = getattr(self, "_sunny_boy_devices", None)
+        if devices is None:  # asked once per flow, not again for every submitted form
+            devices = await sunny_boy_bluez.async_discover_classic_devices()
+            self._sunny_boy_devices = devices
         return await self._async_link_step(
-            "sunny_boy_bluetooth", TRANSPORT_BLUETOOTH, user_input, _address_schema()
+            "sunny_boy_bluetooth", TRANSPORT_BLUETOOTH, user_input, _address_schema(None, devices)
         )
 
     async def async_step_sunny_boy_speedwire(

@@ -9,15 +9,18 @@ firmware 02.55.03.R, 2622 W on L1 at 229.46 V, …).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 import logging
 import socket
+import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
-from homeassistant.const import STATE_UNAVAILABLE, EntityCategory
+from homeassistant.const import STATE_UNAVAILABLE, EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import (
@@ -42,18 +45,33 @@ from custom_components.sma_victron_bridge.devices import (
     sunny_boy_link,
     sunny_boy_statistics,
 )
+from custom_components.sma_victron_bridge.devices.base import PushCoordinator
 from custom_components.sma_victron_bridge.devices.sunny_boy_link import (
     LinkConfig,
     SunnyBoyProbeError,
     async_probe_sunny_boy,
 )
+from custom_components.sma_victron_bridge.devices.sunny_boy_plant import (
+    InverterView,
+    PlantMember,
+    async_add_member_entities,
+    async_update_member_device,
+    sensor_platform,
+)
 from custom_components.sma_victron_bridge.devices.sunny_boy_statistics import (
     HourlyYield,
+    daily_rows_before,
     hourly_yield,
     statistic_id,
     statistic_metadata,
 )
+from custom_components.sma_victron_bridge.protocols.sma_bt import (
+    CMD_HISTORY_5MIN,
+    CMD_HISTORY_DAILY,
+    Endpoint,
+)
 from custom_components.sma_victron_bridge.protocols.sma_transport import bluetooth_available
+from custom_components.sma_victron_bridge.simulators.day_clock import shared_day_clock
 from custom_components.sma_victron_bridge.simulators.sunny_boy import SunnyBoySimulator
 
 from .test_vedirect import entry_state, state_value, wait_for
@@ -184,6 +202,11 @@ async def test_flow_speedwire_errors_then_entry(hass: HomeAssistant, inverter: I
     assert result["errors"] == {"base": "invalid_password"}
     result = await _configure(hass, flow_id, _speedwire(inverter.port, "9999"))
     assert result["errors"] == {"base": "wrong_password"}
+    # Sunny Explorer is connected: busy, its own error, even with the right password.
+    inverter.sim.set_busy(True)
+    result = await _configure(hass, flow_id, _speedwire(inverter.port))
+    assert result["errors"] == {"base": "inverter_busy"}
+    inverter.sim.set_busy(False)
     result = await _configure(hass, flow_id, _speedwire(inverter.port))
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == TITLE
@@ -362,6 +385,23 @@ async def test_states_equal_the_inverter(hass: HomeAssistant, inverter: Inverter
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
+async def test_unknown_firmware_shows_none(hass: HomeAssistant, socket_enabled: None) -> None:
+    # The inverter reports its software version as NaN: the device shows no firmware, not the
+    # stale one of the entry and not "ff.ff.255.255".
+    sim = SunnyBoySimulator(seed=7, clock=lambda: MOMENT, software_version=None)
+    port = await sim.serve_speedwire("127.0.0.1", 0)
+    try:
+        entry = sb_entry(port, sw_version="01.00.00.R")
+        await setup(hass, entry)
+        device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SERIAL)})
+        assert device is not None
+        assert (device.model, device.sw_version) == ("SB 3000TL-21", None)
+        assert entry.data["sw_version"] is None
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.close()
+
+
 async def test_yield_total_never_runs_backwards(hass: HomeAssistant, inverter: Inverter) -> None:
     entry = sb_entry(inverter.port)
     await setup(hass, entry)
@@ -418,6 +458,49 @@ async def test_setup_at_night_waits_for_the_morning(
     assert hass.states.get(f"{SB}_ac_power") is None
     inverter.sim.set_silent(False)
     await wait_for(hass, lambda: state_value(hass, f"{SB}_ac_power") == "2622", timeout=10)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_busy_at_setup_is_retried_not_reauthenticated(
+    hass: HomeAssistant, inverter: Inverter
+) -> None:
+    inverter.sim.set_busy(True)
+    entry = sb_entry(inverter.port)
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    # Home Assistant retries the setup with its backoff; no password form.
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    assert entry.reason is not None
+    assert "busy" in entry.reason
+    assert "Sunny Explorer" in entry.reason
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+    inverter.sim.set_busy(False)
+    await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry_state(entry) is ConfigEntryState.LOADED
+    assert state_value(hass, f"{SB}_ac_power") == "2622"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_busy_while_running_backs_off_and_recovers(
+    hass: HomeAssistant, inverter: Inverter, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = sb_entry(inverter.port)
+    await setup(hass, entry)
+    runtime: Any = entry.runtime_data
+    # Another application takes the inverter: our session ends, log-on says busy.
+    inverter.sim.set_busy(True)
+    inverter.sim.expire_logons()
+    await wait_for(hass, lambda: runtime.data.busy >= 3, timeout=10)
+    assert state_value(hass, f"{SB}_ac_power") == STATE_UNAVAILABLE
+    assert caplog.text.count(f"{TITLE} is busy: another application") == 1
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+    assert entry.state is ConfigEntryState.LOADED
+    assert runtime.diagnostics()["busy"] >= 3
+    inverter.sim.set_busy(False)
+    await wait_for(hass, lambda: state_value(hass, f"{SB}_ac_power") == "2622", timeout=10)
+    assert runtime.data.busy == 0
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -615,7 +698,9 @@ def _hour(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-async def _read_statistics(hass: HomeAssistant) -> list[tuple[float, float, float]]:
+async def _read_statistics(
+    hass: HomeAssistant, days: int = 10, after: int = 1, stat_id: str = STAT_ID
+) -> list[tuple[float, float, float]]:
     from homeassistant.components.recorder.statistics import statistics_during_period
     from homeassistant.helpers.recorder import get_instance
 
@@ -623,49 +708,160 @@ async def _read_statistics(hass: HomeAssistant) -> list[tuple[float, float, floa
     result = await get_instance(hass).async_add_executor_job(
         statistics_during_period,
         hass,
-        _hour(MOMENT - 10 * 86_400),
-        _hour(MOMENT + 86_400),
-        {STAT_ID},
+        _hour(MOMENT - days * 86_400),
+        _hour(MOMENT + after * 86_400),
+        {stat_id},
         "hour",
         None,
         {"state", "sum"},
     )
-    return [(row["start"], row["state"] or 0.0, row["sum"] or 0.0) for row in result[STAT_ID]]
+    return [(row["start"], row["state"] or 0.0, row["sum"] or 0.0) for row in result[stat_id]]
 
 
 async def test_history_imported_into_statistics(
     recorder_mock: Any, hass: HomeAssistant, inverter: Inverter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sunny_boy_device, "DAILY_HISTORY_DAYS", 10)
     entry = sb_entry(inverter.port, options={"history_days": 2})
     await setup(hass, entry)
     runtime: Any = entry.runtime_data
     await wait_for(hass, lambda: runtime.data.history_imports >= 1)
     rows = await _read_statistics(hass)
-    # 2 days back from 2024-06-21 11:17:13: 2024-06-19 11:00 … 2024-06-21 10:00 (the hour
-    # 11:00-12:00 is not complete yet), 48 hours.
-    assert len(rows) == 48
-    assert rows[0] == pytest.approx((1_718_794_800, 17290.559, 2.302))
-    assert rows[-1] == pytest.approx((1_718_964_000, 17332.403, 44.146))
-    # Every hour: state = lifetime counter at the hour's end, sum = counter - counter at
-    # 2024-06-19 11:00; the counter comes from the inverter's own 5-minute archive.
+    # 5-minute data: 2 days back from 2024-06-21 11:17:13, the hours ending 2024-06-19 11:00
+    # … 2024-06-21 11:00 (the hour 11:00-12:00 is not complete yet), 49 hours. Daily data:
+    # the inverter's midnights 2024-06-12 … 2024-06-19 (10 days back); the first one is the
+    # baseline, the other 7 each close the hour before their midnight.
+    five_minute_start = 1_718_794_800 - 3600  # hour ending 2024-06-19 11:00
+    daily = [row for row in rows if row[0] < five_minute_start]
+    hourly = [row for row in rows if row[0] >= five_minute_start]
+    first_midnight = 1_718_150_400  # 2024-06-12 00:00 UTC
+    baseline = inverter.sim.energy_total_at(first_midnight)
+    assert [start for start, _, _ in daily] == [
+        first_midnight + day * 86_400 - 3600 for day in range(1, 8)
+    ]
+    assert len(hourly) == 49
+    assert [start for start, _, _ in hourly] == [
+        five_minute_start + hour * 3600 for hour in range(49)
+    ]
+    assert runtime.data.history_days_imported == 8
+    for start, state, total in daily:
+        counter = inverter.sim.energy_total_at(start + 3600)
+        assert state == pytest.approx(counter / 1000)
+        assert total == pytest.approx((counter - baseline) / 1000)
+    # Every 5-minute hour: state = lifetime counter at the hour's end (the last row of the hour
+    # in the inverter's archive), sum = counter - the same baseline: continuous at the seam.
     archive = {
         ts: wh
-        for ts, wh in inverter.sim.history_rows(1_718_794_800, MOMENT, daily=False)
+        for ts, wh in inverter.sim.history_rows(five_minute_start, MOMENT, daily=False)
         if wh is not None
     }
-    baseline = archive[1_718_794_800]
-    for start, state, total in rows:
+    for start, state, total in hourly:
         hour_end = max(ts for ts in archive if start < ts <= start + 3600)
         assert state == pytest.approx(archive[hour_end] / 1000)
         assert total == pytest.approx((archive[hour_end] - baseline) / 1000)
+    sums = [total for _, _, total in rows]
+    assert sums == sorted(sums)
+    # The seam: the last daily row (2024-06-19 00:00) and the first 5-minute hour differ by
+    # exactly the yield in between, no gap and no spike.
+    seam = inverter.sim.energy_total_at(1_718_794_800) - inverter.sim.energy_total_at(1_718_755_200)
+    assert hourly[0][2] - daily[-1][2] == pytest.approx(seam / 1000)
     # The daily re-import writes exactly the same hours again: no duplicates, no jumps.
     monkeypatch.setattr(sunny_boy_device, "HISTORY_INTERVAL", 0.0)
     await wait_for(hass, lambda: runtime.data.history_imports >= 3)
     assert await _read_statistics(hass) == rows
     # Re-imports start a day before the newest hour: 24 h back, that hour, and the hour whose
-    # end row opens the window.
+    # end row opens the window; the daily archive has nothing older left to add.
     assert runtime.data.history_hours == 26
+    assert runtime.data.history_days_imported == 0
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_history_refreshed_after_each_full_hour(
+    recorder_mock: Any, hass: HomeAssistant, inverter: Inverter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While connected, a new archived hour is imported within one poll, not a day later."""
+    monkeypatch.setattr(sunny_boy_device, "DAILY_HISTORY_DAYS", 2)
+    entry = sb_entry(inverter.port, options={"history_days": 1})
+    await setup(hass, entry)
+    runtime: Any = entry.runtime_data
+    await wait_for(hass, lambda: runtime.data.history_imports >= 1)
+    # Polls go on without importing again within the same hour...
+    polls = runtime.data.polls
+    await wait_for(hass, lambda: runtime.data.polls >= polls + 2)
+    if sunny_boy_device.hourly_import_due(runtime.data.last_history_import_wall, time.time()):
+        pytest.skip("the wall clock crossed an hour's settle time during the test")
+    assert runtime.data.history_imports == 1
+    # ...and once the clock has passed an hour's settle time since the import, the next poll
+    # imports the new hour.
+    runtime.data.last_history_import_wall -= 3600
+    await wait_for(hass, lambda: runtime.data.history_imports >= 2)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+def test_hourly_import_rule() -> None:
+    settle = sunny_boy_device.HISTORY_SETTLE
+    hour = 1_718_794_800  # 2024-06-19 11:00 UTC
+    due = sunny_boy_device.hourly_import_due
+    assert not due(hour + settle, hour + 3599)  # same hour
+    assert not due(hour + settle, hour + 3600 + settle - 1)  # hh:00 row not yet archived
+    assert due(hour + settle, hour + 3600 + settle)
+    assert due(hour - 1, hour + settle)  # imported just before the hour
+    assert not due(hour - 1, hour + settle - 1)
+    assert due(0.0, hour)  # never imported by the wall clock
+
+
+async def test_daily_archive_imported_once_across_reconnects(
+    recorder_mock: Any,
+    hass: HomeAssistant,
+    socket_enabled: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sunny_boy_device, "DAILY_HISTORY_DAYS", 30)
+    monkeypatch.setattr(sunny_boy_device, "HISTORY_AFTER_RECONNECT", 0.0)
+    now = [float(MOMENT)]
+    sim = SunnyBoySimulator(seed=7, clock=lambda: now[0])
+    port = await sim.serve_speedwire("127.0.0.1", 0)
+    try:
+        entry = sb_entry(port, options={"history_days": 1})
+        await setup(hass, entry)
+        runtime: Any = entry.runtime_data
+        await wait_for(hass, lambda: runtime.data.history_imports >= 1)
+        first = await _read_statistics(hass, days=40)
+        assert runtime.data.history_days_imported == 29  # midnights 2024-05-23 … 06-20
+        daily_requests = sim.received_commands.count(CMD_HISTORY_DAILY)
+        assert daily_requests == 1  # 29 days fit one 30-day window
+        # Two reconnects (the inverter drops the session twice): each re-imports, the rows
+        # stay exactly the same and no daily row is written again.
+        for round_ in (2, 3):
+            sim.expire_logons()
+
+            def imported(count: int = round_) -> bool:
+                return bool(runtime.data.history_imports >= count)
+
+            await wait_for(hass, imported)
+            assert runtime.data.connects == round_
+            assert runtime.data.history_days_imported == 0
+        assert await _read_statistics(hass, days=40) == first
+        # Home Assistant was away for 20 days: after the reconnect the daily archive fills the
+        # days between the newest imported hour and the 5-minute window, one row per day.
+        now[0] = MOMENT + 20 * 86_400
+        sim.expire_logons()
+        await wait_for(hass, lambda: runtime.data.history_imports >= 4)
+        assert runtime.data.history_days_imported == 19
+        rows = await _read_statistics(hass, days=40, after=20)
+        assert rows[: len(first)] == first
+        baseline = round((first[0][1] - first[0][2]) * 1000)
+        starts = [start for start, _, _ in rows]
+        assert starts == sorted(set(starts))
+        for start, state, total in rows:
+            assert state == pytest.approx(sim.energy_total_at(start + 3600) / 1000, abs=0.0015)
+            assert total == pytest.approx(state - baseline / 1000)
+        gap = [start for start in starts if first[-1][0] < start < now[0] - 86_400 - 7200]
+        assert len(gap) == 19
+        assert all((start + 3600) % 86_400 == 0 for start in gap)
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.close()
 
 
 async def test_history_import_survives_an_unreachable_archive(
@@ -699,6 +895,221 @@ async def test_a_broken_recorder_does_not_stop_polling(
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
+# --------------------------------------------------------------------------------------------
+# Plants of several inverters (NetID > 1)
+# --------------------------------------------------------------------------------------------
+
+SECOND = "2130012399"
+SB2 = f"sensor.sb_3000tl_21_{SECOND}"
+
+
+async def test_plant_of_two_inverters(
+    recorder_mock: Any,
+    hass: HomeAssistant,
+    socket_enabled: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sunny_boy_device, "DAILY_HISTORY_DAYS", 10)
+    sim = SunnyBoySimulator(seed=7, clock=lambda: MOMENT, net_id=2)
+    second = sim.add_inverter(int(SECOND), peak_power=2000.0)
+    port = await sim.serve_speedwire("127.0.0.1", 0)
+    try:
+        entry = sb_entry(port, options={"history_days": 1})
+        await setup(hass, entry)
+        runtime: Any = entry.runtime_data
+        await wait_for(hass, lambda: state_value(hass, f"{SB2}_ac_power") is not None)
+        # The entry's own inverter keeps its device and entity ids.
+        assert state_value(hass, f"{SB}_ac_power") == "2622"
+        expected = second.state()
+        assert state_value(hass, f"{SB2}_ac_power") == str(expected.ac_power)
+        assert expected.ac_power != 2622
+        assert state_value(hass, f"{SB2}_yield_total") == str(expected.energy_total / 1000)
+        assert state_value(hass, f"{SB2}_yield_total") != state_value(hass, f"{SB}_yield_total")
+        devices = dr.async_get(hass)
+        first_device = devices.async_get_device(identifiers={(DOMAIN, SERIAL)})
+        second_device = devices.async_get_device(identifiers={(DOMAIN, SECOND)})
+        assert first_device is not None
+        assert second_device is not None
+        assert second_device.id != first_device.id
+        assert (second_device.name, second_device.serial_number, second_device.model) == (
+            f"SB 3000TL-21 {SECOND}",
+            SECOND,
+            "SB 3000TL-21",
+        )
+        assert second_device.sw_version == "02.55.03.R"
+        assert second_device.via_device_id == first_device.id
+        entities = er.async_get(hass)
+        first_entity = entities.async_get(f"{SB}_ac_power")
+        second_entity = entities.async_get(f"{SB2}_ac_power")
+        assert first_entity is not None
+        assert second_entity is not None
+        assert first_entity.unique_id == f"{SERIAL}_ac_power"
+        assert second_entity.unique_id == f"{SECOND}_ac_power"
+        assert second_entity.device_id == second_device.id
+        assert first_entity.device_id == first_device.id
+        # Both inverters' yields are in long-term statistics, each from its own archive.
+        members = list(runtime.members.values())
+        assert len(members) == 1
+        await wait_for(hass, lambda: members[0].view.data.history_imports >= 1, timeout=10)
+        first_rows = await _read_statistics(hass, days=2)
+        second_rows = await _read_statistics(
+            hass, days=2, stat_id=f"{DOMAIN}:sunny_boy_{SECOND}_energy"
+        )
+        assert len(first_rows) == len(second_rows) > 24
+        hour_end = int(second_rows[-1][0]) + 3600
+        assert second_rows[-1][1] == pytest.approx(second.energy_total_at(hour_end) / 1000)
+        assert first_rows[-1][1] == pytest.approx(sim.energy_total_at(hour_end) / 1000)
+        diagnostics = runtime.diagnostics()
+        assert diagnostics["plant"][0]["type_label"] == "SB 3000TL-21"
+        assert SECOND not in str(diagnostics)
+        # The plant goes to sleep and wakes up: both devices go and come back.
+        sim.set_silent(True)
+        await wait_for(
+            hass, lambda: state_value(hass, f"{SB2}_ac_power") == STATE_UNAVAILABLE, timeout=10
+        )
+        registry_device = devices.async_get(second_device.id)
+        assert registry_device is not None
+        devices.async_update_device(second_device.id, sw_version="01.00.00.R")
+        sim.set_silent(False)
+        await wait_for(
+            hass, lambda: state_value(hass, f"{SB2}_ac_power") != STATE_UNAVAILABLE, timeout=10
+        )
+        updated = devices.async_get(second_device.id)
+        assert updated is not None
+        assert updated.sw_version == "02.55.03.R"
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.close()
+
+
+async def test_plant_member_before_the_platform_exists(hass: HomeAssistant) -> None:
+    # A member found before the entry's sensor platform exists waits for it; its view falls
+    # back to a neutral model name until the inverter has told its type.
+    entry = sb_entry(1)
+    entry.add_to_hass(hass)
+    data = sunny_boy_device.SunnyBoyData(bluetooth=False)
+    view = InverterView(PushCoordinator(hass, name="x", initial=data), "2130000009", SERIAL, None)
+    member = PlantMember(Endpoint(0x0083, 2130000009), view)
+    assert (view.model, view.title) == ("Sunny Boy", "Sunny Boy 2130000009")
+    assert view.device_info.get("sw_version") is None
+    assert view.device_info.get("via_device") == (DOMAIN, SERIAL)
+    assert view.descriptions(Platform.BINARY_SENSOR) == ()
+    await view.async_start()
+    await view.async_shutdown()
+    assert view.diagnostics()["type_label"] is None
+    assert sensor_platform(hass, entry) is None
+    assert not async_add_member_entities(hass, entry, member)
+    async_update_member_device(hass, member)  # nothing known, no device: nothing to do
+    assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "2130000009")}) is None
+
+
+async def test_plant_found_after_a_night_setup(hass: HomeAssistant, socket_enabled: None) -> None:
+    # Set up at night: nobody answers. In the morning the plant answers with two inverters;
+    # the second one gets its device and entities while the entry is already loaded.
+    sim = SunnyBoySimulator(seed=7, clock=lambda: MOMENT, net_id=2)
+    second = sim.add_inverter(int(SECOND))
+    sim.set_silent(True)
+    port = await sim.serve_speedwire("127.0.0.1", 0)
+    try:
+        entry = sb_entry(port)
+        await setup(hass, entry)
+        sim.set_silent(False)
+        await wait_for(hass, lambda: state_value(hass, f"{SB2}_ac_power") is not None, timeout=10)
+        assert state_value(hass, f"{SB2}_ac_power") == str(second.state().ac_power)
+        assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SECOND)}) is not None
+        # One inverter of the plant stays asleep: the other one is still read.
+        runtime: Any = entry.runtime_data
+        second.set_silent(True)
+        sim.expire_logons()
+        polls = runtime.data.polls
+        await wait_for(hass, lambda: runtime.data.polls >= polls + 2, timeout=10)
+        assert state_value(hass, f"{SB}_ac_power") == "2622"
+        assert [member.endpoint.serial for member in runtime.members.values()] == [int(SECOND)]
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Local time
+# --------------------------------------------------------------------------------------------
+
+BERLIN_MIDNIGHT = 1_718_920_800  # 2024-06-21 00:00 CEST = 2024-06-20 22:00 UTC
+
+
+async def test_yield_today_resets_at_local_midnight(
+    recorder_mock: Any,
+    hass: HomeAssistant,
+    socket_enabled: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await hass.config.async_set_time_zone("Europe/Berlin")
+    berlin = ZoneInfo("Europe/Berlin")
+    now = [float(BERLIN_MIDNIGHT - 300)]  # 23:55 in Berlin, 21:55 UTC
+    sim = SunnyBoySimulator(seed=7, clock=lambda: now[0], tz=berlin)
+    port = await sim.serve_speedwire("127.0.0.1", 0)
+    try:
+        entry = sb_entry(port, options={"history_days": 1})
+        await setup(hass, entry)
+        runtime: Any = entry.runtime_data
+        await wait_for(hass, lambda: runtime.data.history_imports >= 1)
+        # Late evening in Berlin: the whole day's yield (the sun set at 20:30 local).
+        day_yield = sim.energy_total_at(BERLIN_MIDNIGHT) - sim.energy_total_at(
+            BERLIN_MIDNIGHT - 86_400
+        )
+        assert day_yield > 10_000
+        assert state_value(hass, f"{SB}_yield_today") == str(day_yield / 1000)
+        # 00:05 in Berlin but still 22:05 UTC: the inverter's "today" has started again.
+        now[0] = BERLIN_MIDNIGHT + 300
+        await wait_for(hass, lambda: state_value(hass, f"{SB}_yield_today") == "0.0")
+        monkeypatch.setattr(sunny_boy_device, "HISTORY_INTERVAL", 0.0)
+        await wait_for(hass, lambda: runtime.data.history_imports >= 2)
+
+        # The 5-minute row at Berlin's midnight closes the hour 23:00-24:00 of June 20 (local)
+        # and carries the counter at that midnight: the day's last hour, on the right day.
+        rows = await _read_statistics(hass)
+        last_start, last_state, _ = rows[-1]
+        local_start = datetime.fromtimestamp(last_start, berlin)
+        assert (local_start.date().isoformat(), local_start.hour) == ("2024-06-20", 23)
+        assert last_state == pytest.approx(sim.energy_total_at(BERLIN_MIDNIGHT) / 1000)
+        # The daily archive row at Berlin's midnight of June 19 (22:00 UTC on June 18) is the
+        # last hour of June 18 in Berlin, with the counter at that midnight.
+        daily_start = BERLIN_MIDNIGHT - 2 * 86_400 - 3600
+        daily_row = next(row for row in rows if row[0] == daily_start)
+        local_daily = datetime.fromtimestamp(daily_start, berlin)
+        assert (local_daily.date().isoformat(), local_daily.hour) == ("2024-06-18", 23)
+        assert daily_row[1] == pytest.approx(
+            sim.energy_total_at(BERLIN_MIDNIGHT - 2 * 86_400) / 1000
+        )
+        assert (daily_start + 3600) % 86_400 == 79_200  # 22:00 UTC, not a UTC midnight
+        # The archive was asked for by Berlin's days (midnight minus 5 minutes).
+        windows = {p.first for p in sim.received if p.command == CMD_HISTORY_5MIN}
+        assert BERLIN_MIDNIGHT - 86_400 - 300 in windows
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.close()
+
+
+async def test_simulated_inverter_lives_in_the_local_time_zone(
+    hass: HomeAssistant, socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await hass.config.async_set_time_zone("Asia/Tokyo")
+    monkeypatch.setenv("SMA_VICTRON_BRIDGE_DAY_MINUTES", "60")
+    entry = sb_entry(0, simulated=True, transport="speedwire")
+    await setup(hass, entry)
+    runtime: Any = entry.runtime_data
+    assert runtime.simulator.tz == ZoneInfo("Asia/Tokyo")
+    # A day in 60 minutes: 24 simulated seconds per second.
+    before = runtime.simulator.now()
+    await asyncio.sleep(0.2)
+    assert runtime.simulator.now() - before == pytest.approx(0.2 * 24, rel=0.5)
+    # On the demo's shared clock: the same moment as the other simulated devices.
+    day = shared_day_clock(24.0)
+    shared_now = day.wall + (time.monotonic() - day.monotonic) * day.scale
+    assert runtime.simulator.now() == pytest.approx(shared_now, abs=2.0)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
 def test_hourly_yield_rules() -> None:
     rows = [(3300, 990), (3600, 1000), (4200, 1010), (7200, 1020), (7500, 1021), (11100, 1030)]
     # The first row on an hour boundary (01:00) is the baseline; 03:00-04:00 is incomplete.
@@ -712,6 +1123,33 @@ def test_hourly_yield_rules() -> None:
         HourlyYield(start=3600, total_wh=1020, sum_wh=15),
         HourlyYield(start=7200, total_wh=1021, sum_wh=16),
     ]
+
+
+def test_string_sensor_of_a_missing_string_is_unknown() -> None:
+    from custom_components.sma_victron_bridge.devices.sunny_boy_entities import SENSORS
+    from custom_components.sma_victron_bridge.protocols.sma_client import SpotValues
+
+    third = next(d for d in SENSORS if d.key == "dc_power_3")
+    data = sunny_boy_device.SunnyBoyData(
+        bluetooth=False, spot=SpotValues(dc_strings=(1,), dc_power=(500.0,))
+    )
+    assert third.value_fn(data) is None
+    assert not third.exists_fn(data)
+    first = next(d for d in SENSORS if d.key == "dc_power_1")
+    assert first.value_fn(data) == 500.0
+
+
+def test_daily_rows_before_the_five_minute_data() -> None:
+    daily = [(0, 100), (86_400, 200), (172_800, 300), (259_200, 400)]
+    five = [(180_000, 310), (180_300, 311)]
+    # Only days before the first 5-minute row.
+    assert daily_rows_before(daily, five, before=0) == [(0, 100), (86_400, 200), (172_800, 300)]
+    # Not the hours an earlier import already holds (hour ending at or before ``after``).
+    assert daily_rows_before(daily, five, before=0, after=86_400) == [(172_800, 300)]
+    # No 5-minute rows: up to ``before``.
+    assert daily_rows_before(daily, [], before=172_800) == [(0, 100), (86_400, 200)]
+    # A daily counter above the first 5-minute counter would run the sum backwards.
+    assert daily_rows_before(daily, [(260_000, 250)], before=0) == [(0, 100), (86_400, 200)]
 
 
 def test_statistic_metadata_matches_the_installed_recorder() -> None:

@@ -714,6 +714,18 @@ def test_software_version_record() -> None:
     assert odd[0].value == "01.12.17.9"
 
 
+def test_software_version_nan_is_unknown() -> None:
+    # An inverter that does not know its version fills the packed word with FF FF FF FF (u32
+    # NaN), some firmware with the signed NaN 00 00 00 80: unknown, not "ff.ff.255.255".
+    for packed in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x80"):
+        record = _version_record(0x08823401, TS, packed)
+        decoded = decode_records(_reply(0x58000200, record, 1))
+        assert (decoded[0].name, decoded[0].value) == ("software_version", None)
+    # The whole record as such an inverter sends it: every word after the header all ones.
+    record = struct.pack("<II", 0x00823400, TS) + b"\xff" * 32
+    assert decode_records(_reply(0x58000200, record, 1))[0].value is None
+
+
 def test_nan_markers_become_none() -> None:
     spot = (
         _spot_record(0x40464001, TS, 0x80000000)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 import socket
 import struct
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, strategies as st
 import pytest
@@ -52,12 +53,14 @@ from custom_components.sma_victron_bridge.protocols.sma_client import (
     SPOT_QUERIES,
     DeviceInfo,
     FirmwareTooOld,
+    InverterBusy,
     SpotValues,
     SunnyBoyClient,
     SunnyBoyConnectionLost,
     SunnyBoyError,
     SunnyBoyTimeout,
     WrongPassword,
+    day_starts,
     spot_values_from_records,
 )
 from custom_components.sma_victron_bridge.protocols.sma_transport import (
@@ -223,6 +226,60 @@ async def test_bluetooth_handshake_netid_2_builds_the_network(harness: Harness) 
     assert values.ac_power == 2622
 
 
+async def test_bluetooth_plant_of_two_inverters(harness: Harness) -> None:
+    """NetID 2 with a second inverter: both identified, each read with its own values."""
+    simulator = harness.simulator(net_id=2)
+    second = simulator.add_inverter(2130012399, peak_power=2000.0)
+    assert second.bt_address == "00:80:25:12:34:66"
+    client = harness.bluetooth(simulator)
+    await client.connect()
+    other = Endpoint(0x0083, 2130012399)
+    assert client.inverters == (INVERTER, other)
+    assert client.inverter == INVERTER
+    assert (second.bt_address, TOPOLOGY_INVERTER) in client.topology
+    # The plant was logged on with one broadcast log-on.
+    logon = [p for p in simulator.received if p.command == CMD_LOGON][-1]
+    assert (logon.destination_susy_id, logon.destination_serial) == (0xFFFF, 0xFFFFFFFF)
+    first_values = await client.read_spot_values()
+    second_values = await client.read_spot_values(other)
+    assert first_values.ac_power == simulator.state().ac_power == 2622
+    assert second_values.ac_power == second.state().ac_power
+    assert second_values.energy_total == second.state().energy_total
+    assert second_values.ac_power != first_values.ac_power
+    assert second_values.energy_total != first_values.energy_total
+    second.signal_raw = 0x40
+    assert (await client.read_spot_values(other)).signal_strength == 0x40 * 100.0 / 255.0
+    info = await client.read_device_info(other)
+    assert (info.serial, info.name, info.bt_address) == (
+        2130012399,
+        "SN: 2130012399",
+        "00:80:25:12:34:66",
+    )
+    assert (await client.read_device_info()).bt_address == INVERTER_ADDRESS
+    rows = await client.read_history(YESTERDAY, YESTERDAY + 3600, inverter=other)
+    assert rows[0] == (YESTERDAY, second.energy_total_at(YESTERDAY))
+    daily = await client.read_daily_history(YESTERDAY, TODAY, inverter=other)
+    assert daily == [(t, second.energy_total_at(t)) for t in (YESTERDAY, TODAY)]
+    with pytest.raises(SunnyBoyError, match="no inverter 1"):
+        await client.read_spot_values(Endpoint(0x0083, 1))
+
+
+async def test_speedwire_plant_of_three_inverters(harness: Harness, socket_enabled: None) -> None:
+    """Speedwire: the identify answers of the whole plant are gathered."""
+    simulator = harness.simulator(net_id=3)
+    members = [simulator.add_inverter(serial) for serial in (2130000003, 2130000002)]
+    client = await harness.speedwire(simulator)
+    await client.connect()
+    assert [ep.serial for ep in client.inverters] == [2130012345, 2130000002, 2130000003]
+    for member in members:
+        values = await client.read_spot_values(member.endpoint)
+        assert values.energy_total == member.state().energy_total
+        assert (await client.read_device_info(member.endpoint)).bt_address is None
+    assert [m.endpoint.serial for m in simulator.plant] == [2130012345, 2130000003, 2130000002]
+    with pytest.raises(ValueError, match="NetID"):
+        harness.simulator().add_inverter(1)
+
+
 async def test_speedwire_handshake(harness: Harness, socket_enabled: None) -> None:
     """Speedwire: identify, log-off, log-on; no Bluetooth details."""
     simulator = harness.simulator()
@@ -263,9 +320,39 @@ async def test_installer_logon(harness: Harness) -> None:
     client = harness.bluetooth(simulator, "inst", installer=True)
     await client.connect()
     assert simulator.received[-1].first == 0x0A
+    await client.close()  # one Bluetooth master at a time: the next one would be busy
     refused = harness.bluetooth(simulator, "0000", installer=True)
     with pytest.raises(WrongPassword, match="installer"):
         await refused.connect()
+
+
+async def test_busy_bluetooth_while_another_application_is_logged_on(harness: Harness) -> None:
+    """A second application on Bluetooth gets status 0x0001: InverterBusy, not WrongPassword."""
+    simulator = harness.simulator()
+    first = harness.bluetooth(simulator)
+    await first.connect()
+    second = harness.bluetooth(simulator)
+    with pytest.raises(InverterBusy, match="busy"):
+        await second.connect()
+    assert not second.connected
+    assert simulator.received[-1].command == CMD_LOGON
+    # Once the first one logs off, the second one gets in.
+    await first.close()
+    await second.connect()
+    assert second.connected
+
+
+async def test_busy_flag_speedwire(harness: Harness, socket_enabled: None) -> None:
+    """Sunny Explorer connected (the simulator's busy flag): busy even with the right password."""
+    simulator = harness.simulator()
+    client = await harness.speedwire(simulator)
+    simulator.set_busy(True)
+    with pytest.raises(InverterBusy) as caught:
+        await client.connect()
+    assert not isinstance(caught.value, WrongPassword)
+    simulator.set_busy(False)
+    await client.connect()
+    assert client.connected
 
 
 async def test_firmware_too_old(harness: Harness) -> None:
@@ -365,6 +452,16 @@ async def test_device_info(harness: Harness) -> None:
     )
 
 
+async def test_device_info_unknown_firmware(harness: Harness) -> None:
+    """An inverter reporting its version as NaN (FF FF FF FF) has no known firmware."""
+    simulator = harness.simulator(software_version=None)
+    client = harness.bluetooth(simulator)
+    await client.connect()
+    info = await client.read_device_info()
+    assert info.software_version is None
+    assert info.type_label == "SB 3000TL-21"
+
+
 async def test_device_info_speedwire(harness: Harness, socket_enabled: None) -> None:
     """Speedwire has no Bluetooth address."""
     simulator = harness.simulator(serial=2130000001, susy_id=0x00B5)
@@ -422,6 +519,61 @@ async def test_daily_history(harness: Harness) -> None:
     assert rows[0] == (1_715_558_400, 16_632_366)
     assert rows[-1] == (TODAY, 17_325_962)
     assert [time for time, _ in rows] == [TODAY - day * 86_400 for day in range(39, -1, -1)]
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+BERLIN_TODAY = 1_718_920_800  # 2024-06-21 00:00 CEST = 2024-06-20 22:00 UTC
+
+
+async def test_history_windows_follow_local_days(harness: Harness) -> None:
+    """An inverter in Berlin: one request per Berlin day, from its midnight (minus 5 min)."""
+    simulator = harness.simulator(tz=BERLIN)
+    client = harness.bluetooth(simulator)
+    await client.connect()
+    # 2024-06-20 23:50 … 2024-06-21 00:10 Berlin time: two local days.
+    rows = await client.read_history(BERLIN_TODAY - 600, BERLIN_TODAY + 600, BERLIN)
+    windows = [(p.first, p.last) for p in simulator.received if p.command == CMD_HISTORY_5MIN]
+    yesterday = BERLIN_TODAY - 86_400
+    today = (BERLIN_TODAY - 300, BERLIN_TODAY + 86_100)
+    assert windows == [(yesterday - 300, yesterday + 86_100), today]
+    # The rows around Berlin's midnight are all there, each the counter at its moment.
+    assert [time for time, _ in rows] == [BERLIN_TODAY + step for step in range(-600, 601, 300)]
+    assert all(value == simulator.energy_total_at(time) for time, value in rows)
+
+
+def test_day_starts_around_daylight_saving() -> None:
+    """2024-10-27 lasts 25 h in Berlin; the windows still meet without a gap."""
+    oct_26 = 1_729_893_600  # 2024-10-26 00:00 CEST
+    oct_27 = oct_26 + 86_400
+    oct_28 = oct_27 + 90_000  # 00:00 CET after the extra hour
+    assert day_starts(oct_26 + 3600, oct_28, BERLIN) == [oct_26, oct_27, oct_28]
+    assert day_starts(oct_26, oct_26 - 1, BERLIN) == []
+    assert day_starts(TODAY + 1, TODAY + 86_399) == [TODAY]
+
+
+async def test_history_over_a_25_hour_day(harness: Harness) -> None:
+    """The 25-hour day's window reaches to the next midnight: no row is lost."""
+    oct_27 = 1_729_980_000  # 2024-10-27 00:00 CEST
+    simulator = harness.simulator(tz=BERLIN, clock=lambda: float(oct_27 + 2 * 86_400))
+    client = harness.bluetooth(simulator)
+    await client.connect()
+    rows = await client.read_history(oct_27, oct_27 + 90_000, BERLIN)
+    windows = [(p.first, p.last) for p in simulator.received if p.command == CMD_HISTORY_5MIN]
+    assert windows[0] == (oct_27 - 300, oct_27 + 90_000 - 300)
+    archive = simulator.history_rows(oct_27, oct_27 + 90_000, daily=False)
+    assert len(archive) == 25 * 12 + 1
+    assert rows == [(time, wh) for time, wh in archive if wh is not None]
+    assert rows[-1][0] == oct_27 + 90_000
+
+
+async def test_daily_history_at_local_midnight(harness: Harness) -> None:
+    """Daily rows of a Berlin inverter are at Berlin's midnights, equal to the 5-min counter."""
+    simulator = harness.simulator(tz=BERLIN)
+    client = harness.bluetooth(simulator)
+    await client.connect()
+    rows = await client.read_daily_history(BERLIN_TODAY - 2 * 86_400, MOMENT)
+    assert [time for time, _ in rows] == [BERLIN_TODAY - day * 86_400 for day in (2, 1, 0)]
+    assert all(value == simulator.energy_total_at(time) for time, value in rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -761,7 +913,7 @@ async def test_malformed_and_unknown_records_are_skipped(socket_enabled: None) -
             name=None,
             device_class=None,
             type_label=None,
-            software_version="ff.ff.255.255",
+            software_version=None,  # all-0xFF is NaN: unknown, not "ff.ff.255.255"
             bt_address=None,
         )
     finally:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC
 import socket
 import time
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings, strategies as st
 import pytest
@@ -66,6 +68,9 @@ from custom_components.sma_victron_bridge.simulators.sunny_boy import (
     MAX_RECEIVED,
     PvModel,
     SunnyBoySimulator,
+    local_midnight,
+    local_midnights,
+    utc_offset,
 )
 
 MOMENT = 1_718_968_633  # 2024-06-21 11:17:13 UTC
@@ -130,6 +135,49 @@ def test_day_yield_matches_todays_counter_at_midnight() -> None:
     start = YESTERDAY - 5 * 86_400
     difference = model.energy_total_mwh(start + 86_400) - model.energy_total_mwh(start)
     assert abs(model.energy_today_mwh(start + 86_399.999) - difference) <= 1
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+BERLIN_MIDNIGHT = 1_718_920_800  # 2024-06-21 00:00 CEST = 2024-06-20 22:00 UTC
+
+
+def test_local_time_zone_moves_sun_today_and_daily_rows() -> None:
+    """An inverter in Berlin: its sun peaks two hours earlier by UTC, its day starts at
+    Berlin's midnight, and its daily archive rows sit on Berlin's midnights."""
+    utc = _simulator()
+    berlin = _simulator(tz=BERLIN)
+    assert berlin.tz is BERLIN
+    # Feed-in runs 05:45-20:15 local: at 19:00 UTC (21:00 in Berlin) only the UTC one feeds in,
+    # at 04:30 UTC (06:30 in Berlin) only the Berlin one.
+    assert (
+        utc.state(TODAY + 19 * 3600).ac_power > 0,
+        berlin.state(TODAY + 19 * 3600).ac_power,
+    ) == (
+        True,
+        0,
+    )
+    assert (utc.state(TODAY + 16_200).ac_power, berlin.state(TODAY + 16_200).ac_power > 0) == (
+        0,
+        True,
+    )
+    assert berlin.state(BERLIN_MIDNIGHT - 1).energy_today > 20_000
+    assert berlin.state(BERLIN_MIDNIGHT).energy_today == 0
+    assert berlin.state(BERLIN_MIDNIGHT + 1800).energy_today == 0  # 22:30 UTC: still night
+    rows = berlin.history_rows(BERLIN_MIDNIGHT - 2 * 86_400, MOMENT, daily=True)
+    assert [time for time, _ in rows] == [BERLIN_MIDNIGHT - day * 86_400 for day in (2, 1, 0)]
+    assert all(value == berlin.energy_total_at(time) for time, value in rows)
+    # The 5-minute rows stay on the UTC grid and agree with the daily rows.
+    five = dict(berlin.history_rows(BERLIN_MIDNIGHT - 300, BERLIN_MIDNIGHT, daily=False))
+    assert five[BERLIN_MIDNIGHT] == rows[-1][1]
+
+
+def test_local_midnights_around_daylight_saving() -> None:
+    oct_27 = 1_729_980_000  # 2024-10-27 00:00 CEST, a 25-hour day
+    assert local_midnights(oct_27 - 1, oct_27 + 90_000, BERLIN) == [oct_27, oct_27 + 90_000]
+    assert local_midnight(oct_27 + 89_999, BERLIN) == oct_27
+    assert local_midnight(MOMENT, UTC) == TODAY
+    assert utc_offset(oct_27, BERLIN) == 7200
+    assert utc_offset(oct_27 + 90_000, BERLIN) == 3600
 
 
 def test_many_days_keep_the_cache_bounded() -> None:

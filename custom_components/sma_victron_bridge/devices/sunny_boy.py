@@ -14,34 +14,45 @@ yield archive is imported into long-term statistics (see :mod:`.sunny_boy_statis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import contextlib
 from dataclasses import dataclass
+from datetime import tzinfo
 import logging
 import socket
 import time
 from typing import Any, Final
 
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import (
+    ConfigEntryAuthFailed,
+    ConfigEntryError,
+    ConfigEntryNotReady,
+)
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
+from homeassistant.util import dt as dt_util
 
 from ..const import CONF_POLL_INTERVAL, CONF_SERIAL_NUMBER, CONF_SIMULATED, DOMAIN, MANUFACTURER_SMA
+from ..protocols.sma_bt import Endpoint
 from ..protocols.sma_client import (
     DeviceInfo as InverterInfo,
     FirmwareTooOld,
+    InverterBusy,
     SpotValues,
     SunnyBoyClient,
     WrongPassword,
 )
 from ..protocols.sma_transport import BluetoothUnavailable
 from ..runtime import BridgeConfigEntry
+from ..simulators.day_clock import shared_day_clock
 from ..simulators.sunny_boy import SunnyBoySimulator
 from . import sunny_boy_link as link_settings, sunny_boy_statistics as stats
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from .simulation import sun_time_scale
 from .sunny_boy_entities import SENSORS
 from .sunny_boy_link import (
     CONF_HISTORY_DAYS,
@@ -56,6 +67,12 @@ from .sunny_boy_link import (
     UNREACHABLE,
     LinkConfig,
 )
+from .sunny_boy_plant import (
+    InverterView,
+    PlantMember,
+    async_add_member_entities,
+    async_update_member_device,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,10 +80,18 @@ MIN_POLL_INTERVAL = 10.0
 DAY: Final = 86_400
 RECONNECT_BACKOFF: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0)
 HISTORY_INTERVAL = float(DAY)
-"""Re-import the archive at least this often while connected."""
+"""Re-import the archive at least this often while connected (a fallback to the hourly rule)."""
+HISTORY_SETTLE = 300.0
+"""After each full hour, wait this long for the inverter to archive the row of hh:00."""
+DAILY_HISTORY_DAYS = 400
+"""Days of the daily archive imported at most (a Sunny Boy keeps more than a year)."""
 HISTORY_AFTER_RECONNECT = 3600.0
 """A reconnect re-imports the archive only if the last import is older than this."""
 
+BUSY_HINT: Final = (
+    "another application (Sunny Explorer, a data logger) is connected to the inverter; "
+    "close it - the integration keeps trying"
+)
 NIGHT_HINT: Final = (
     "a Sunny Boy switches off after sunset, so no answer at night is normal; "
     "the entities come back when it answers again"
@@ -84,23 +109,66 @@ class SunnyBoyData:
     """Lifetime yield in Wh, never lower than before (a glitch must not run it backwards)."""
     polls: int = 0
     failures: int = 0
+    busy: int = 0
+    """Reconnects refused because another application held the inverter (in a row)."""
     connects: int = 0
     history_imports: int = 0
     history_hours: int = 0
+    history_days_imported: int = 0
+    """Daily-archive rows (days older than the 5-minute data) in the last import."""
     last_history_import: float | None = None
+    """time.monotonic() of the last import."""
+    last_history_import_wall: float = 0.0
+    """time.time() of the last import: the hourly re-import follows the clock's hours."""
     last_error: str | None = None
 
 
-def simulator_for(data: Mapping[str, Any]) -> SunnyBoySimulator:
-    """The built-in inverter of a simulated entry, its values seeded by the serial number."""
+def hourly_import_due(last: float, now: float) -> bool:
+    """Whether a new hour has been archived since the import at ``last`` (unix s).
+
+    Re-importing once an hour keeps the imported statistic as current as Home Assistant's own
+    hourly statistics, so the energy dashboard can use it for today as well as for the past.
+    """
+    return (now - HISTORY_SETTLE) // 3600 > (last - HISTORY_SETTLE) // 3600
+
+
+def simulator_for(data: Mapping[str, Any], tz: tzinfo = dt_util.UTC) -> SunnyBoySimulator:
+    """The built-in inverter of a simulated entry, its values seeded by the serial number.
+
+    It stands in Home Assistant's time zone (its "today" starts at local midnight) and lives
+    its day at the demo speed ``sun_time_scale()`` asks for.
+    """
     serial = int(data[CONF_SERIAL_NUMBER])
+    scale = sun_time_scale()
+    clock: Callable[[], float] | None = None
+    if scale != 1.0:
+        # On the demo's shared clock, so its day agrees with the other simulated devices'.
+        day = shared_day_clock(scale)
+
+        def clock() -> float:
+            return day.wall + (time.monotonic() - day.monotonic) * day.scale
+
     return SunnyBoySimulator(
-        serial=serial, seed=serial, password=data.get(CONF_PASSWORD, DEFAULT_PASSWORD)
+        serial=serial,
+        seed=serial,
+        password=data.get(CONF_PASSWORD, DEFAULT_PASSWORD),
+        time_scale=scale,
+        clock=clock,
+        tz=tz,
     )
 
 
+def local_time_zone(hass: HomeAssistant) -> tzinfo:
+    """Home Assistant's configured time zone: where the inverter's days begin."""
+    return dt_util.get_time_zone(hass.config.time_zone) or dt_util.UTC
+
+
 class SunnyBoyRuntime(DeviceRuntime):
-    """One inverter: polling, reconnecting and importing its yield history."""
+    """One inverter (or a plant of several): polling, reconnecting, importing yield history.
+
+    The entry's device is the inverter it was set up with; further inverters of a NetID > 1
+    plant get devices of their own (see :mod:`.sunny_boy_plant`).
+    """
 
     platforms = (Platform.SENSOR,)
 
@@ -123,6 +191,9 @@ class SunnyBoyRuntime(DeviceRuntime):
         self._client: SunnyBoyClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures_in_row = 0
+        self._primary: Endpoint | None = None
+        self.members: dict[Endpoint, PlantMember] = {}
+        """The plant's further inverters (NetID > 1), each a device of its own."""
 
     @property
     def coordinator(self) -> PushCoordinator[SunnyBoyData]:
@@ -145,9 +216,8 @@ class SunnyBoyRuntime(DeviceRuntime):
         """The inverter as a device: type label, serial number and firmware."""
         info = self.data.info
         model = (info.type_label if info else None) or self.entry.data.get(CONF_MODEL)
-        sw_version = (info.software_version if info else None) or self.entry.data.get(
-            CONF_SW_VERSION
-        )
+        # Once the inverter has answered, its word counts: NaN (unknown) shows no firmware.
+        sw_version = info.software_version if info else self.entry.data.get(CONF_SW_VERSION)
         return DeviceInfo(
             identifiers={(DOMAIN, self.entry.unique_id or self.entry.entry_id)},
             manufacturer=MANUFACTURER_SMA,
@@ -169,7 +239,7 @@ class SunnyBoyRuntime(DeviceRuntime):
         """Connect once; a wrong password or missing Bluetooth fails setup, silence does not."""
         socket_factory = None
         if self.entry.data.get(CONF_SIMULATED):
-            self._simulator = simulator_for(self.entry.data)
+            self._simulator = simulator_for(self.entry.data, local_time_zone(self.hass))
             if self.link.transport == TRANSPORT_BLUETOOTH:
                 socket_factory = self._simulated_rfcomm_socket
                 self.link = LinkConfig(
@@ -188,6 +258,14 @@ class SunnyBoyRuntime(DeviceRuntime):
             raise ConfigEntryAuthFailed(
                 translation_domain=DOMAIN, translation_key="sunny_boy_wrong_password"
             ) from err
+        except InverterBusy as err:
+            # Not the password: Home Assistant retries the setup with its own backoff.
+            await self.async_shutdown()
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN,
+                translation_key="sunny_boy_busy",
+                translation_placeholders={"name": self.entry.title},
+            ) from err
         except BluetoothUnavailable as err:
             await self.async_shutdown()
             self._raise_bluetooth_issue()
@@ -205,6 +283,9 @@ class SunnyBoyRuntime(DeviceRuntime):
         else:
             self._remember_identity()
             ir.async_delete_issue(self.hass, DOMAIN, self._issue_id)
+        self.entry.async_on_unload(
+            self.entry.async_on_state_change(self._async_entry_state_changed)
+        )
         self._task = self.entry.async_create_background_task(
             self.hass, self._async_poll_loop(), f"{DOMAIN} sunny boy {self.serial}"
         )
@@ -259,13 +340,50 @@ class SunnyBoyRuntime(DeviceRuntime):
     # ----------------------------------------------------------------------------------------
 
     async def _async_connect(self) -> None:
-        """Connect, log on, read the identity and take the first reading."""
+        """Connect, log on, read the identities of the plant and take the first reading."""
         async with asyncio.timeout(link_settings.CONNECT_TIMEOUT):
             await self.client.connect()
             self.data.connects += 1
-            self.data.info = await self.client.read_device_info()
+            inverters = self.client.inverters
+            # The entry's inverter, found by its serial: on Speedwire another member of the
+            # plant may answer first.
+            self._primary = next(
+                (ep for ep in inverters if str(ep.serial) == self.serial), self.client.inverter
+            )
+            self.data.info = await self.client.read_device_info(self._primary)
+            for endpoint in inverters:
+                if endpoint != self._primary:
+                    member = self.members.get(endpoint) or self._add_member(endpoint)
+                    member.view.data.info = await self.client.read_device_info(endpoint)
             await self._async_poll_once()
         self._failures_in_row = 0
+        self.data.busy = 0
+
+    @property
+    def _device_id(self) -> str:
+        return self.entry.unique_id or self.entry.entry_id
+
+    def _add_member(self, endpoint: Endpoint) -> PlantMember:
+        """Another inverter of the plant answered: give it a device and entities."""
+        data = SunnyBoyData(bluetooth=self.data.bluetooth)
+        model = self.entry.data.get(CONF_MODEL)
+        name = f"{model or 'Sunny Boy'} {endpoint.serial}"
+        coordinator = PushCoordinator(self.hass, name=name, initial=data)
+        view = InverterView(coordinator, str(endpoint.serial), self._device_id, model)
+        member = PlantMember(endpoint, view)
+        self.members[endpoint] = member
+        _LOGGER.info("%s: inverter %s of the plant found", self.entry.title, name)
+        if self.entry.state is ConfigEntryState.LOADED:
+            async_add_member_entities(self.hass, self.entry, member)
+        return member
+
+    @callback
+    def _async_entry_state_changed(self) -> None:
+        """Once the entry is loaded its sensor platform exists: add the plant's entities."""
+        if self.entry.state is ConfigEntryState.LOADED:
+            for member in self.members.values():
+                if member.unsubscribe is None:
+                    async_add_member_entities(self.hass, self.entry, member)
 
     def _remember_identity(self) -> None:
         """Keep type label and firmware in the entry, so the device shows them at night too.
@@ -294,8 +412,19 @@ class SunnyBoyRuntime(DeviceRuntime):
             registry.async_update_device(device.id, sw_version=info.software_version, model=model)
 
     async def _async_poll_once(self) -> None:
-        spot = await self.client.read_spot_values()
-        data = self.data
+        """Read every inverter of the plant once: the entry's own first."""
+        spot = await self.client.read_spot_values(self._primary)
+        self._publish(self.data, self._coordinator, spot)
+        present = self.client.inverters
+        for member in self.members.values():
+            if member.endpoint in present:
+                spot = await self.client.read_spot_values(member.endpoint)
+                self._publish(member.view.data, member.view.coordinator, spot)
+
+    @staticmethod
+    def _publish(
+        data: SunnyBoyData, coordinator: PushCoordinator[SunnyBoyData], spot: SpotValues
+    ) -> None:
         data.spot = spot
         data.polls += 1
         data.last_error = None
@@ -303,13 +432,24 @@ class SunnyBoyRuntime(DeviceRuntime):
             data.energy_total is None or spot.energy_total >= data.energy_total
         ):
             data.energy_total = spot.energy_total
-        self._coordinator.async_set_updated_data(data)
+        coordinator.async_set_updated_data(data)
 
     def _note_unreachable(self, err: BaseException) -> None:
         self.data.failures += 1
         self._failures_in_row += 1
         self.data.last_error = str(err) or type(err).__name__
-        self._coordinator.async_set_link(False, f"{self.data.last_error} ({NIGHT_HINT})")
+        if isinstance(err, InverterBusy):
+            self.data.busy += 1
+            if self.data.busy == 1:
+                _LOGGER.warning("%s is busy: %s", self.entry.title, BUSY_HINT)
+            reason = f"busy ({BUSY_HINT})"
+        else:
+            reason = f"{self.data.last_error} ({NIGHT_HINT})"
+        for coordinator in (
+            self._coordinator,
+            *(member.view.coordinator for member in self.members.values()),
+        ):
+            coordinator.async_set_link(False, reason)
 
     def _backoff(self) -> float:
         index = min(self._failures_in_row, len(RECONNECT_BACKOFF)) - 1
@@ -367,6 +507,8 @@ class SunnyBoyRuntime(DeviceRuntime):
             self._note_unreachable(err)
             return False
         self._update_device_registry()
+        for member in self.members.values():
+            async_update_member_device(self.hass, member)
         return True
 
     # ----------------------------------------------------------------------------------------
@@ -378,40 +520,75 @@ class SunnyBoyRuntime(DeviceRuntime):
         if last is None:
             return True
         gap = HISTORY_AFTER_RECONNECT if after_reconnect else HISTORY_INTERVAL
-        return time.monotonic() - last >= gap
+        if time.monotonic() - last >= gap:
+            return True
+        return hourly_import_due(self.data.last_history_import_wall, time.time())
 
     async def async_import_history(self) -> int:
-        """Import the archive of the last ``history_days`` days; returns the hours written.
+        """Import the yield archives into long-term statistics; returns the hours written.
+
+        The 5-minute archive covers the last ``history_days`` days (or since a day before the
+        newest imported hour); the daily archive fills the days before that - up to
+        ``DAILY_HISTORY_DAYS`` on the first import, or the gap since the newest imported hour
+        after a long absence. Both use one baseline, so sums stay continuous.
 
         Time is the inverter's own clock (the energy counters carry it): the archive is
         written by that clock, and a window by ours would miss rows when they disagree.
         """
         self.data.last_history_import = time.monotonic()
+        self.data.last_history_import_wall = time.time()
         if not stats.recorder_loaded(self.hass):
             _LOGGER.debug("Recorder not loaded: %s history not imported", self.entry.title)
             return 0
-        spot = self.data.spot
+        hours = await self._async_import_inverter(
+            self.serial, self.entry.title, self._primary, self.data
+        )
+        for member in list(self.members.values()):
+            view = member.view
+            hours += await self._async_import_inverter(
+                view.serial, view.title, member.endpoint, view.data
+            )
+        return hours
+
+    async def _async_import_inverter(
+        self, serial: str, title: str, inverter: Endpoint | None, data: SunnyBoyData
+    ) -> int:
+        """Import one inverter's archives into its own statistic; returns the hours written."""
+        spot = data.spot
         now = (spot.inverter_time if spot else None) or int(time.time())
         start = now - self.history_days * DAY
+        tz = local_time_zone(self.hass)
         try:
-            previous = await stats.async_last_baseline(self.hass, self.serial)
-            baseline = None
+            previous = await stats.async_last_baseline(self.hass, serial)
+            baseline = after = None
+            daily_from = now - DAILY_HISTORY_DAYS * DAY
             if previous is not None:
                 start = max(start, previous[0] - DAY)
                 baseline = previous[1]
+                after = previous[0] + stats.HOUR
+                daily_from = max(daily_from, previous[0])
             start -= start % stats.HOUR
+            daily_windows = max(0, start - daily_from) // (30 * DAY) + 1
             async with asyncio.timeout(
-                link_settings.CONNECT_TIMEOUT + self.history_days * link_settings.REQUEST_TIMEOUT
+                link_settings.CONNECT_TIMEOUT
+                + (self.history_days + daily_windows) * link_settings.REQUEST_TIMEOUT
             ):
-                rows = await self.client.read_history(start, now)
+                rows = await self.client.read_history(start, now, tz, inverter=inverter)
+                daily: list[tuple[int, int]] = []
+                if daily_from < start:
+                    daily = await self.client.read_daily_history(
+                        daily_from, start, inverter=inverter
+                    )
         except UNREACHABLE as err:
-            _LOGGER.debug("%s: history not read: %s", self.entry.title, err)
+            _LOGGER.debug("%s: history not read: %s", title, err)
             return 0
-        hours = stats.hourly_yield(rows, end=now, baseline_wh=baseline)
+        older = stats.daily_rows_before(daily, rows, before=start, after=after)
+        hours = stats.hourly_yield(older + rows, end=now, baseline_wh=baseline)
         if hours:
-            stats.async_write_hours(self.hass, self.serial, f"{self.entry.title} yield", hours)
-        self.data.history_imports += 1
-        self.data.history_hours = len(hours)
+            stats.async_write_hours(self.hass, serial, f"{title} yield", hours)
+        data.history_imports += 1
+        data.history_hours = len(hours)
+        data.history_days_imported = len(older)
         return len(hours)
 
     # ----------------------------------------------------------------------------------------
@@ -429,12 +606,14 @@ class SunnyBoyRuntime(DeviceRuntime):
             "poll_interval": self.poll_interval,
             "polls": data.polls,
             "failures": data.failures,
+            "busy": data.busy,
             "connects": data.connects,
             "last_error": data.last_error,
             "history": {
                 "days": self.history_days,
                 "imports": data.history_imports,
                 "hours_last_import": data.history_hours,
+                "daily_rows_last_import": data.history_days_imported,
             },
             "inverter": None
             if info is None
@@ -444,4 +623,5 @@ class SunnyBoyRuntime(DeviceRuntime):
                 "software_version": info.software_version,
             },
             "spot": None if data.spot is None else repr(data.spot),
+            "plant": [member.view.diagnostics() for member in self.members.values()],
         }

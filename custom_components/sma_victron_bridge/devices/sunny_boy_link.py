@@ -20,6 +20,7 @@ from ..protocols import ProtocolError
 from ..protocols.sma_client import (
     DeviceInfo as InverterInfo,
     FirmwareTooOld,
+    InverterBusy,
     SunnyBoyClient,
     WrongPassword,
 )
@@ -144,6 +145,8 @@ async def async_probe_sunny_boy(
             return await client.read_device_info()
     except WrongPassword as err:
         raise SunnyBoyProbeError("wrong_password") from err
+    except InverterBusy as err:
+        raise SunnyBoyProbeError("inverter_busy") from err
     except FirmwareTooOld as err:
         raise SunnyBoyProbeError("firmware_too_old") from err
     except BluetoothUnavailable as err:

@@ -1,7 +1,9 @@
 """The Sunny Boy's yield archive as hourly long-term statistics for the energy dashboard.
 
-A Sunny Boy keeps its lifetime yield counter every 5 minutes for weeks. Imported as an external
-statistic, the energy dashboard shows those weeks even for days Home Assistant never saw.
+A Sunny Boy keeps its lifetime yield counter every 5 minutes for weeks, and once a day (at its
+local midnight) for much longer. Imported as an external statistic, the energy dashboard shows
+those weeks even for days Home Assistant never saw: hours from the 5-minute archive, and for
+older days one row per day (the hour ending at that midnight) from the daily archive.
 
 Each hour gets ``state`` = the lifetime counter at the hour's end (kWh) and ``sum`` = the
 counter minus a fixed *baseline*: the counter at the start of the first hour ever imported.
@@ -78,6 +80,32 @@ def hourly_yield(
         HourlyYield(start=hour, total_wh=wh, sum_wh=wh - baseline_wh)
         for hour, wh in sorted(totals.items())
         if wh >= baseline_wh
+    ]
+
+
+def daily_rows_before(
+    daily: Iterable[tuple[int, int]],
+    five_minute: list[tuple[int, int]],
+    *,
+    before: int,
+    after: int | None = None,
+) -> list[tuple[int, int]]:
+    """The daily counter rows for days the 5-minute rows do not cover, nor an earlier import.
+
+    ``five_minute`` is sorted; daily rows at or after its first row (or after ``before`` when
+    it is empty) are left to the finer data, rows whose hour ends at or before ``after`` (the
+    end of the newest hour already imported) are left as they are. A daily row above the
+    first 5-minute counter would make the sum run backwards at the seam, so it is dropped.
+    Each kept row becomes the hour ending at its midnight, with the same ``counter - baseline``
+    sum rule as the 5-minute hours: the two meet without a gap or a spike.
+    """
+    limit, ceiling = before, None
+    if five_minute:
+        limit, ceiling = five_minute[0]
+    return [
+        (ts, wh)
+        for ts, wh in daily
+        if ts < limit and (after is None or ts > after) and (ceiling is None or wh <= ceiling)
     ]
 
 

@@ -297,6 +297,13 @@ LOGON_TIMEOUT: Final = 0x384
 
 ERROR_WRONG_PASSWORD: Final = 0x0100
 ERROR_LRI_NOT_AVAILABLE: Final = 21
+ERROR_BUSY: Final = 0x0001
+"""Log-on refused because another application holds the inverter's session.
+
+The public sources name only 0x0100 (wrong password) for the log-on reply; users report that
+Sunny Explorer connected at the same time makes log-on fail. This value is the one this
+project's simulator sends for that case; any other non-zero status stays a generic failure.
+"""
 
 PACKET_ID_FLAG: Final = 0x8000
 
@@ -896,8 +903,14 @@ def _scale(lri: int, raw: int) -> int | float:
     return raw / info.scale
 
 
-def _software_version(packed: int) -> str:
-    """Packed u32 (LE bytes: release type, build, minor BCD, major BCD) → ``MM.mm.BB.R``."""
+def _software_version(packed: int) -> str | None:
+    """Packed u32 (LE bytes: release type, build, minor BCD, major BCD) → ``MM.mm.BB.R``.
+
+    An inverter that does not know its version sends a NaN marker (all bits set, or the
+    signed NaN 0x80000000); that is "unknown", not version ``ff.ff.255.255``.
+    """
+    if packed in (NAN_U32, NAN_S32):
+        return None
     release = packed & 0xFF
     build = (packed >> 8) & 0xFF
     minor = (packed >> 16) & 0xFF
@@ -1035,6 +1048,7 @@ __all__ = [
     "CTRL_ARCHIVE",
     "CTRL_NORMAL",
     "DEVICE_CLASS_TAGS",
+    "ERROR_BUSY",
     "ERROR_LRI_NOT_AVAILABLE",
     "ERROR_WRONG_PASSWORD",
     "L1_CONNECTED",

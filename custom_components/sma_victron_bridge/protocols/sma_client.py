@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, time as day_time, timedelta, tzinfo
 import logging
 import time
 from typing import Any, Final
@@ -38,6 +39,7 @@ from .sma_bt import (
     CMD_IDENTIFY,
     CMD_LOGON,
     DEVICE_CLASS_TAGS,
+    ERROR_BUSY,
     ERROR_WRONG_PASSWORD,
     L1_CONNECTED,
     L1_GET_VARIABLE,
@@ -86,6 +88,7 @@ __all__ = [
     "DEVICE_TYPE_TAGS",
     "DeviceInfo",
     "FirmwareTooOld",
+    "InverterBusy",
     "SpotValues",
     "SunnyBoyClient",
     "SunnyBoyConnectionLost",
@@ -101,6 +104,8 @@ MIN_PROTOCOL: Final = 4
 
 DAY: Final = 86_400
 DAILY_WINDOW_DAYS: Final = 30
+IDENTIFY_GATHER: Final = 0.25
+"""Seconds to wait for more identify answers on Speedwire, where the plant size is unknown."""
 """Days of daily yield asked per request: keeps each reply to a few fragments."""
 
 NETWORK_STEPS: Final = (b"\x0a\x00\xac", b"\x02\x00", b"\x01\x00\x01")
@@ -139,6 +144,14 @@ class SunnyBoyError(ProtocolError):
 
 class WrongPassword(SunnyBoyError):  # noqa: N818 - public name
     """The inverter refused the log-on (error 0x0100)."""
+
+
+class InverterBusy(SunnyBoyError):  # noqa: N818 - public name
+    """Another application (Sunny Explorer, a data logger) holds the inverter's session.
+
+    Not the user's fault and not a password problem: try again later, do not ask for a new
+    password.
+    """
 
 
 class FirmwareTooOld(SunnyBoyError):  # noqa: N818 - public name
@@ -296,6 +309,23 @@ def _format_address(raw: bytes) -> str:
     return raw[::-1].hex(":").upper()
 
 
+def day_starts(start: int, end: int, tz: tzinfo = UTC) -> list[int]:
+    """Midnights in ``tz`` of every local day that overlaps ``start … end``.
+
+    The inverter keeps its archive by its local clock, and SMA's tools ask for one local day
+    per request; a day by UTC would straddle two of the inverter's days. Days around a
+    daylight-saving change are 23 or 25 hours long, so midnights are computed, not added.
+    """
+    day = datetime.fromtimestamp(start, tz).date()
+    out: list[int] = []
+    while True:
+        midnight = int(datetime.combine(day, day_time(0), tz).timestamp())
+        if midnight > end:
+            return out
+        out.append(midnight)
+        day += timedelta(days=1)
+
+
 class SunnyBoyClient:
     """One logged-on connection to one Sunny Boy over a :class:`PacketTransport`."""
 
@@ -322,6 +352,8 @@ class SunnyBoyClient:
         self._packet_id = 0
         self._connected = False
         self._inverter: Endpoint | None = None
+        self._inverters: tuple[Endpoint, ...] = ()
+        self._addresses: dict[Endpoint, str] = {}
         self._inverter_address: str | None = None
         self._local_address = NO_ADDRESS
         self._net_id: int | None = None
@@ -351,8 +383,17 @@ class SunnyBoyClient:
 
     @property
     def inverter(self) -> Endpoint | None:
-        """SUSyID/serial of the inverter, known after :meth:`connect`."""
+        """SUSyID/serial of the inverter, known after :meth:`connect`.
+
+        In a plant of several inverters (NetID > 1) this is the one the link goes to; the
+        reading methods address it unless they are given another of :attr:`inverters`.
+        """
         return self._inverter
+
+    @property
+    def inverters(self) -> tuple[Endpoint, ...]:
+        """Every inverter that answered the identification: the plant, this link's first."""
+        return self._inverters
 
     @property
     def bt_address(self) -> str | None:
@@ -381,7 +422,8 @@ class SunnyBoyClient:
     async def connect(self) -> None:
         """(Re)open the link, run the handshake and log on.
 
-        Raises WrongPassword, FirmwareTooOld, SunnyBoyTimeout, SunnyBoyConnectionLost, or
+        Raises WrongPassword, InverterBusy, FirmwareTooOld, SunnyBoyTimeout,
+        SunnyBoyConnectionLost, or
         BluetoothUnavailable (from the transport) - the link is closed again after any error.
         """
         async with self._lock:
@@ -412,6 +454,8 @@ class SunnyBoyClient:
 
     def _reset(self) -> None:
         self._inverter = None
+        self._inverters = ()
+        self._addresses = {}
         self._inverter_address = None
         self._local_address = NO_ADDRESS
         self._net_id = None
@@ -437,24 +481,22 @@ class SunnyBoyClient:
     # Reading
     # ----------------------------------------------------------------------------------------
 
-    async def read_spot_values(self) -> SpotValues:
+    async def read_spot_values(self, inverter: Endpoint | None = None) -> SpotValues:
         """Read every live value (11 requests, plus the signal strength on Bluetooth)."""
         async with self._lock:
-            self._require_connected()
+            target = self._target(inverter)
             records: list[Record] = []
             for query in SPOT_QUERIES:
-                records.extend(await self._query(query))
-            signal = await self._read_signal_strength() if self._bluetooth else None
+                records.extend(await self._query(query, target))
+            signal = await self._read_signal_strength(target) if self._bluetooth else None
         return spot_values_from_records(records, signal)
 
-    async def read_device_info(self) -> DeviceInfo:
+    async def read_device_info(self, inverter: Endpoint | None = None) -> DeviceInfo:
         """Read the type label and software version."""
         async with self._lock:
-            self._require_connected()
-            records = await self._query(Query.TYPE_LABEL)
-            records += await self._query(Query.SOFTWARE_VERSION)
-            inverter = self._inverter
-        assert inverter is not None  # set by connect()
+            target = self._target(inverter)
+            records = await self._query(Query.TYPE_LABEL, target)
+            records += await self._query(Query.SOFTWARE_VERSION, target)
         found: dict[str, object] = {}
         for record in records:
             if record.name is not None and record.value is not None:
@@ -462,40 +504,48 @@ class SunnyBoyClient:
         name = found.get("device_name")
         version = found.get("software_version")
         return DeviceInfo(
-            susy_id=inverter.susy_id,
-            serial=inverter.serial,
+            susy_id=target.susy_id,
+            serial=target.serial,
             name=name if isinstance(name, str) else None,
             device_class=_tag_name(found.get("device_class"), DEVICE_CLASS_TAGS),
             type_label=_tag_name(found.get("device_type"), DEVICE_TYPE_TAGS),
             software_version=version if isinstance(version, str) else None,
-            bt_address=self._inverter_address,
+            bt_address=self._addresses.get(target, self._inverter_address)
+            if self._bluetooth
+            else None,
         )
 
-    async def read_history(self, start: int, end: int) -> list[tuple[int, int]]:
+    async def read_history(
+        self, start: int, end: int, tz: tzinfo = UTC, *, inverter: Endpoint | None = None
+    ) -> list[tuple[int, int]]:
         """5-minute yield counters (unix time, total Wh) with ``start <= time <= end``.
 
-        One archive request per 24 h window (``five_minute_window``, in UTC days); rows that
-        are NaN, off the 5-minute grid or not increasing are dropped (``decode_history``).
+        One archive request per local day of ``tz`` (``five_minute_window`` from its
+        midnight); rows that are NaN, off the 5-minute grid or not increasing are dropped
+        (``decode_history``).
         """
         async with self._lock:
-            self._require_connected()
+            target = self._target(inverter)
             records: list[Record] = []
-            day = start - start % DAY
-            while day <= end:
+            days = day_starts(start, end, tz)
+            for day, following in zip(days, [*days[1:], None], strict=True):
                 first, last = five_minute_window(day)
-                records += await self._archive(first, last, daily=False)
-                day += DAY
+                if following is not None:  # a 25-hour day reaches past day + 86100
+                    last = max(last, following - 300)
+                records += await self._archive(first, last, target, daily=False)
         return [row for row in decode_history(records, 300) if start <= row[0] <= end]
 
-    async def read_daily_history(self, start: int, end: int) -> list[tuple[int, int]]:
+    async def read_daily_history(
+        self, start: int, end: int, *, inverter: Endpoint | None = None
+    ) -> list[tuple[int, int]]:
         """Daily yield counters (unix time of the inverter's midnight, total Wh)."""
         async with self._lock:
-            self._require_connected()
+            target = self._target(inverter)
             records: list[Record] = []
             window = start
             while window <= end:
                 window_end = min(end, window + DAILY_WINDOW_DAYS * DAY)
-                records += await self._archive(window - DAY, window_end + DAY, daily=True)
+                records += await self._archive(window - DAY, window_end + DAY, target, daily=True)
                 window = window_end + 1
         return [row for row in decode_history(records, None) if start <= row[0] <= end]
 
@@ -503,26 +553,38 @@ class SunnyBoyClient:
     # Requests
     # ----------------------------------------------------------------------------------------
 
+    def _target(self, inverter: Endpoint | None) -> Endpoint:
+        """The inverter a reading addresses: the given member of the plant, or the first."""
+        self._require_connected()
+        if inverter is None:
+            assert self._inverter is not None  # set by connect()
+            return self._inverter
+        if inverter not in self._inverters:
+            raise SunnyBoyError(f"{self._transport.name}: no inverter {inverter.serial} here")
+        return inverter
+
     def _next_packet_id(self) -> int:
         self._packet_id = self._packet_id % 0x7FFF + 1
         return self._packet_id
 
-    async def _query(self, query: Query) -> list[Record]:
-        app, inverter = self._app, self._inverter
+    async def _query(self, query: Query, inverter: Endpoint) -> list[Record]:
+        app = self._app
 
         def build(packet_id: int) -> bytes:
-            return build_query(query, app, packet_id, inverter or ANY_ENDPOINT)
+            return build_query(query, app, packet_id, inverter)
 
-        return await self._records(await self._exchange(query.command, build))
+        return await self._records(await self._exchange(query.command, build, inverter))
 
-    async def _archive(self, first: int, last: int, *, daily: bool) -> list[Record]:
-        app, inverter = self._app, self._inverter or ANY_ENDPOINT
+    async def _archive(
+        self, first: int, last: int, inverter: Endpoint, *, daily: bool
+    ) -> list[Record]:
+        app = self._app
 
         def build(packet_id: int) -> bytes:
             return build_history(app, packet_id, first, last, daily=daily, destination=inverter)
 
         command = CMD_HISTORY_DAILY if daily else CMD_HISTORY_5MIN
-        return await self._records(await self._exchange(command, build))
+        return await self._records(await self._exchange(command, build, inverter))
 
     async def _records(self, packets: Sequence[L2Packet]) -> list[Record]:
         """Decode reply fragments; an error code means the block is not available."""
@@ -540,15 +602,36 @@ class SunnyBoyClient:
         return records
 
     async def _identify(self) -> None:
+        """Broadcast identification; every inverter of the plant answers.
+
+        On Bluetooth the topology says how many inverters to wait for; on Speedwire answers
+        are gathered for a short while after the first one. The inverter the link goes to
+        (Bluetooth: the hello's sender; Speedwire: the first to answer) comes first.
+        """
         app = self._app
-        replies = await self._exchange(
-            CMD_IDENTIFY, lambda packet_id: build_identify(app, packet_id)
+        expected = 0
+        if self._bluetooth:
+            expected = max(1, sum(1 for _, kind in self._topology if kind == TOPOLOGY_INVERTER))
+        answers = await self._exchange_from(
+            CMD_IDENTIFY, lambda packet_id: build_identify(app, packet_id), gather=expected
         )
-        reply = replies[0]
-        self._inverter = Endpoint(reply.source_susy_id, reply.source_serial)
+        found: dict[Endpoint, str | None] = {}
+        for reply, source in answers:
+            found.setdefault(Endpoint(reply.source_susy_id, reply.source_serial), source)
+        first = next(
+            (ep for ep, source in found.items() if source == self._inverter_address),
+            next(iter(found)),
+        )
+        others = sorted((ep for ep in found if ep != first), key=lambda ep: ep.serial)
+        self._inverters = (first, *others)
+        self._inverter = first
+        self._addresses = {ep: source for ep, source in found.items() if source is not None}
 
     async def _logon(self) -> None:
-        app, inverter, now = self._app, self._inverter or ANY_ENDPOINT, int(time.time())
+        """Log on to the inverter, or to the whole plant (broadcast) when there are several."""
+        plant = len(self._inverters) > 1
+        inverter = ANY_ENDPOINT if plant else (self._inverter or ANY_ENDPOINT)
+        app, now = self._app, int(time.time())
         password, installer = self._password, self._installer
 
         def build(packet_id: int) -> bytes:
@@ -556,34 +639,69 @@ class SunnyBoyClient:
                 app, packet_id, password, now, installer=installer, destination=inverter
             )
 
-        reply = (await self._exchange(CMD_LOGON, build))[0]
+        reply = (await self._exchange(CMD_LOGON, build, None if plant else self._inverter))[0]
         if reply.error == ERROR_WRONG_PASSWORD:
             group = "installer" if installer else "user"
             raise WrongPassword(f"{self._transport.name}: the {group} password was refused")
+        if reply.error == ERROR_BUSY:
+            raise InverterBusy(
+                f"{self._transport.name}: the inverter is busy with another application "
+                "(close Sunny Explorer or other tools connected to it)"
+            )
         if reply.error:
             raise SunnyBoyError(f"{self._transport.name}: log-on failed with error {reply.error}")
 
-    async def _exchange(self, command: int, build: Callable[[int], bytes]) -> list[L2Packet]:
-        """Send a request and collect every fragment of its reply, retrying on silence."""
+    async def _exchange(
+        self, command: int, build: Callable[[int], bytes], target: Endpoint | None = None
+    ) -> list[L2Packet]:
+        """Send a request and collect every fragment of its reply, retrying on silence.
+
+        ``target``: the inverter whose reply counts; None accepts any inverter of the plant.
+        """
+        return [reply for reply, _ in await self._exchange_from(command, build, target)]
+
+    async def _exchange_from(
+        self,
+        command: int,
+        build: Callable[[int], bytes],
+        target: Endpoint | None = None,
+        *,
+        gather: int | None = None,
+    ) -> list[tuple[L2Packet, str | None]]:
+        """:meth:`_exchange` with each packet's level-1 sender (None on Speedwire).
+
+        ``gather``: collect the single-packet answers of several inverters to one broadcast:
+        until this many have answered, or (0: the number is unknown) until answers stop
+        for :data:`IDENTIFY_GATHER` seconds.
+        """
         expected = command | 1
         loop = asyncio.get_running_loop()
         for attempt in range(self._retries + 1):
             packet_id = self._next_packet_id()
             await self._send_body(build(packet_id))
             deadline = loop.time() + self._timeout
-            fragments: list[L2Packet] = []
+            fragments: list[tuple[L2Packet, str | None]] = []
             try:
                 while True:
                     reply, l1_source = await self._next_l2(deadline)
                     if reply.packet_id != packet_id or reply.command != expected:
                         continue
-                    if not self._from_inverter(reply, l1_source):
+                    if not self._from_inverter(reply, l1_source, target):
                         continue
-                    fragments.append(reply)
+                    fragments.append((reply, l1_source))
+                    if gather is not None:
+                        if gather and len(fragments) >= gather:
+                            return fragments
+                        if not gather:
+                            quiet = min(IDENTIFY_GATHER, self._timeout)
+                            deadline = min(deadline, loop.time() + quiet)
+                        continue
                     if reply.fragments == 0 or reply.error:
                         return fragments
                     deadline = loop.time() + self._timeout
             except TimeoutError:
+                if fragments and gather is not None:
+                    return fragments  # gathering: everybody who was going to answer did
                 _LOGGER.debug(
                     "%s: no reply to 0x%08X (attempt %d)", self._transport.name, command, attempt
                 )
@@ -592,13 +710,17 @@ class SunnyBoyClient:
             f"after {self._retries + 1} attempts"
         )
 
-    def _from_inverter(self, reply: L2Packet, l1_source: str | None) -> bool:
-        if self._inverter is not None:
-            return (
-                reply.source_susy_id == self._inverter.susy_id
-                and reply.source_serial == self._inverter.serial
-            )
-        return l1_source is None or l1_source == self._inverter_address
+    def _from_inverter(
+        self, reply: L2Packet, l1_source: str | None, target: Endpoint | None
+    ) -> bool:
+        sender = Endpoint(reply.source_susy_id, reply.source_serial)
+        if target is not None:
+            return sender == target
+        if self._inverters:
+            return sender in self._inverters
+        if l1_source is None or l1_source == self._inverter_address:
+            return True
+        return (l1_source, TOPOLOGY_INVERTER) in self._topology
 
     # ----------------------------------------------------------------------------------------
     # Link I/O
@@ -712,8 +834,8 @@ class SunnyBoyClient:
             with contextlib.suppress(TimeoutError):
                 await self._wait_l1(frozenset({L1_NETWORK_READY}), self._timeout)
 
-    async def _read_signal_strength(self) -> float | None:
-        address = self._inverter_address or BROADCAST_ADDRESS
+    async def _read_signal_strength(self, inverter: Endpoint) -> float | None:
+        address = self._addresses.get(inverter) or self._inverter_address or BROADCAST_ADDRESS
         await self._send(encode_get_variable(self._local_address, address, L1_VAR_SIGNAL_STRENGTH))
         try:
             reply = await self._wait_l1(frozenset({L1_VARIABLE_REPLY}), self._timeout)

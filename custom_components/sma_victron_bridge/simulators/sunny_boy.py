@@ -11,8 +11,10 @@ against it. :class:`SunnyBoySimulator` therefore serves
   reply into level-1 pieces (0x08 … 0x01) so the client's reassembly is always exercised;
 * **Speedwire** on a UDP socket: the same level-2 bodies in the ``SMA\\0`` tag container.
 
-On the SMA-data level it answers identify, log-on (error 0x0100 for a wrong password), log-off,
-every :class:`~..protocols.sma_bt.Query`, and the 5-minute and daily yield archives.
+On the SMA-data level it answers identify, log-on (error 0x0100 for a wrong password, 0x0001
+"busy" while another application is logged on over Bluetooth or while
+:meth:`~SunnyBoySimulator.set_busy` is set), log-off, every
+:class:`~..protocols.sma_bt.Query`, and the 5-minute and daily yield archives.
 
 Values come from a small deterministic PV model: a sun curve between 05:30 and 20:30 UTC, a
 per-day cloud factor and a per-5-minute jitter, all drawn from ``seed`` with a hash so that any
@@ -36,6 +38,7 @@ import asyncio
 from collections.abc import Callable
 import contextlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time as day_time, timedelta, tzinfo
 import math
 import random
 import socket
@@ -53,6 +56,7 @@ from ..protocols.sma_bt import (
     CMD_LOGOFF,
     CMD_LOGON,
     DT_SLONG,
+    ERROR_BUSY,
     ERROR_LRI_NOT_AVAILABLE,
     ERROR_WRONG_PASSWORD,
     L1_CONNECTED,
@@ -186,6 +190,35 @@ def _sun(time_of_day: float) -> float:
     return float(max(height, 0.0) ** 1.5)
 
 
+def utc_offset(moment: float, tz: tzinfo) -> int:
+    """Seconds ``tz`` is ahead of UTC at ``moment`` (daylight saving time included)."""
+    if tz is UTC:
+        return 0
+    offset = datetime.fromtimestamp(moment, tz).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def local_midnight(moment: float, tz: tzinfo) -> int:
+    """Unix time of the last midnight in ``tz`` at or before ``moment``."""
+    if tz is UTC:
+        return int(moment // DAY * DAY)
+    today = datetime.fromtimestamp(moment, tz).date()
+    return int(datetime.combine(today, day_time(0), tz).timestamp())
+
+
+def local_midnights(first: float, last: float, tz: tzinfo) -> list[int]:
+    """Every midnight in ``tz`` with ``first <= midnight <= last`` (DST days are 23 or 25 h)."""
+    out: list[int] = []
+    day = datetime.fromtimestamp(first, tz).date()
+    while True:
+        midnight = int(datetime.combine(day, day_time(0), tz).timestamp())
+        if midnight > last:
+            return out
+        if midnight >= first:
+            out.append(midnight)
+        day += timedelta(days=1)
+
+
 def _address_bytes(address: str) -> bytes:
     return bytes.fromhex(address.replace(":", ""))[::-1]
 
@@ -193,8 +226,13 @@ def _address_bytes(address: str) -> bytes:
 class PvModel:
     """Deterministic PV output and energy counters of one inverter, by unix time."""
 
-    def __init__(self, seed: int, peak_power: float, origin: float) -> None:
-        """``origin``: start of the simulation; archives reach ``HISTORY_DAYS`` before it."""
+    def __init__(self, seed: int, peak_power: float, origin: float, tz: tzinfo = UTC) -> None:
+        """``origin``: start of the simulation; archives reach ``HISTORY_DAYS`` before it.
+
+        ``tz``: where the inverter stands. The sun follows its local clock, and "today"
+        (the day's yield) starts at its local midnight.
+        """
+        self.tz = tz
         self._seed = seed & _MASK
         self.peak_power = peak_power
         self.origin_day = int(origin // DAY)
@@ -214,7 +252,7 @@ class PvModel:
 
     def power(self, moment: float) -> float:
         """AC power in W (0 outside the feed-in window)."""
-        day, time_of_day = divmod(moment, DAY)
+        day, time_of_day = divmod(self.local(moment), DAY)
         if not FEED_IN_START <= time_of_day < FEED_IN_END:
             return 0.0
         jitter = 0.9 + 0.2 * self._unit(int(moment // SLOT), _SALT_JITTER)
@@ -254,8 +292,18 @@ class PvModel:
                 cache[current] = cache[current + 1] - self._day_prefix(current)[-1]
         return cache[day]
 
+    def local(self, moment: float) -> float:
+        """``moment`` on the inverter's local clock, as seconds since 1970-01-01 local."""
+        return moment + utc_offset(moment, self.tz)
+
+    def yield_today_mwh(self, moment: float) -> int:
+        """mWh since the inverter's last local midnight: its "today" counter."""
+        return self.energy_total_mwh(moment) - self.energy_total_mwh(
+            local_midnight(moment, self.tz)
+        )
+
     def energy_today_mwh(self, moment: float) -> int:
-        """mWh since the last UTC midnight."""
+        """mWh since the last UTC midnight (the bookkeeping unit of the integration)."""
         day = int(moment // DAY)
         slot, elapsed = divmod(moment - day * DAY, SLOT)
         prefix = self._day_prefix(day)
@@ -269,14 +317,14 @@ class PvModel:
 
     def operating_time(self, moment: float) -> int:
         """Seconds the inverter has been awake (sunrise to sunset every day)."""
-        day, time_of_day = divmod(moment, DAY)
+        day, time_of_day = divmod(self.local(moment), DAY)
         awake = SUNSET - SUNRISE
         today = min(max(time_of_day - SUNRISE, 0.0), awake)
         return int(self.base_operating + (day - self.origin_day) * awake + today)
 
     def feed_in_time(self, moment: float) -> int:
         """Seconds the inverter has fed the grid."""
-        day, time_of_day = divmod(moment, DAY)
+        day, time_of_day = divmod(self.local(moment), DAY)
         window = FEED_IN_END - FEED_IN_START
         today = min(max(time_of_day - FEED_IN_START, 0.0), window)
         return int(self.base_feed_in + (day - self.origin_day) * window + today)
@@ -391,9 +439,15 @@ class SunnyBoySimulator:
         seed: int | None = None,
         peak_power: float = 3000.0,
         firmware_too_old: bool = False,
+        software_version: int | None = SOFTWARE_VERSION,
+        tz: tzinfo = UTC,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """``clock`` gives the simulated unix time; default: wall time sped up by ``time_scale``."""
+        """``clock`` gives the simulated unix time; default: wall time sped up by ``time_scale``.
+
+        ``tz`` is the inverter's local time zone: its sun, its "today" and its daily archive
+        follow that clock (a real inverter keeps local time).
+        """
         if not time_scale > 0:
             raise ValueError("time_scale must be positive")
         if not 1 <= net_id <= 0xFF:
@@ -404,11 +458,15 @@ class SunnyBoySimulator:
             valid = False
         if not valid:
             raise ValueError(f"not a Bluetooth address: {bt_address!r}")
+        self._members: list[SunnyBoySimulator] = []
+        self._passwords = (password, installer_password)
         self.set_password(password, installer_password)
         self.endpoint = Endpoint(susy_id, serial)
         self.net_id = net_id
         self.bt_address = bt_address
         self.firmware_too_old = firmware_too_old
+        self.software_version = software_version
+        """Packed firmware version; None sends the NaN marker (an inverter that does not know)."""
         if clock is None:
             wall, monotonic = time.time(), time.monotonic()
 
@@ -417,24 +475,76 @@ class SunnyBoySimulator:
 
         self._clock = clock
         self.seed = seed if seed is not None else random.SystemRandom().getrandbits(63)
-        self.model = PvModel(self.seed, peak_power, clock())
+        self.tz = tz
+        self.model = PvModel(self.seed, peak_power, clock(), tz)
         self.received: list[L2Packet] = []
         """Level-2 requests that reached the simulator, in order (the latest few hundred)."""
         self._silent = False
+        self._busy = False
         self._chatter = False
         self._unsupported: frozenset[int] = frozenset()
         self._drop_requests = 0
         self._links: set[_BluetoothLink] = set()
         self._udp: list[asyncio.DatagramTransport] = []
         self._udp_logons: dict[tuple[str | int, ...], set[tuple[int, int]]] = {}
+        self._peak_power = peak_power
 
     # ----------------------------------------------------------------------------------------
     # Faults and inspection
     # ----------------------------------------------------------------------------------------
 
+    def add_inverter(
+        self,
+        serial: int,
+        *,
+        seed: int | None = None,
+        peak_power: float | None = None,
+        bt_address: str | None = None,
+    ) -> SunnyBoySimulator:
+        """Add another inverter to this one's plant (NetID > 1), reached through this link.
+
+        The new inverter has its own serial, Bluetooth address, values and archives (its PV
+        model is seeded separately) but shares the clock, the time zone and the passwords.
+        Returns it, so tests can read its expected values.
+        """
+        if self.net_id == 1:
+            raise ValueError("a plant of several inverters needs a NetID above 1")
+        number = len(self._members) + 1
+        if bt_address is None:
+            raw = bytearray(_address_bytes(self.bt_address))
+            raw[0] = (raw[0] + 0x10 * number) & 0xFF
+            bt_address = bytes(raw[::-1]).hex(":").upper()
+        member = SunnyBoySimulator(
+            password=self._passwords[0],
+            installer_password=self._passwords[1],
+            serial=serial,
+            susy_id=self.endpoint.susy_id,
+            net_id=self.net_id,
+            bt_address=bt_address,
+            seed=seed if seed is not None else self.seed + number,
+            peak_power=peak_power if peak_power is not None else self._peak_power,
+            tz=self.tz,
+            clock=self._clock,
+        )
+        self._members.append(member)
+        return member
+
+    @property
+    def plant(self) -> list[SunnyBoySimulator]:
+        """Every inverter behind this link: this one first, then the added ones."""
+        return [self, *self._members]
+
     def set_silent(self, silent: bool) -> None:
         """Answer nothing at all (as an inverter asleep or out of range)."""
         self._silent = silent
+
+    def set_busy(self, busy: bool) -> None:
+        """Refuse every log-on as busy, as while Sunny Explorer is connected to the inverter.
+
+        Without the flag a Bluetooth log-on is also busy while another application (another
+        SUSyID/serial) is logged on over another RFCOMM link, until that one logs off.
+        """
+        self._busy = busy
 
     def set_chatter(self, chatter: bool) -> None:
         """Send unrelated and damaged packets before every reply (a busy plant network)."""
@@ -461,10 +571,16 @@ class SunnyBoySimulator:
                 link.sock.shutdown(socket.SHUT_RDWR)
 
     def set_password(self, password: str, installer_password: str | None = None) -> None:
-        """Change the user (and optionally installer) password; raises ProtocolError if invalid."""
+        """Change the user (and optionally installer) password of the whole plant.
+
+        Raises ProtocolError if invalid.
+        """
         self._user_key = encode_logon_password(password)
         if installer_password is not None:
             self._installer_key = encode_logon_password(installer_password, installer=True)
+        self._passwords = (password, installer_password or self._passwords[1])
+        for member in self._members:
+            member.set_password(password, installer_password)
 
     @property
     def received_commands(self) -> list[int]:
@@ -520,7 +636,7 @@ class SunnyBoySimulator:
         ac_voltage = round((230.0 + 3.5 * math.sin(2 * math.pi * moment / 5400)) * 100)
         frequency = round((50.0 + 0.03 * math.sin(2 * math.pi * moment / 420)) * 100)
         if power > 0:
-            sun = _sun(moment % DAY)
+            sun = _sun(model.local(moment) % DAY)
             dc_total = power / 0.965
             dc_power = (round(dc_total * 0.56), round(dc_total * 0.44))
             dc_voltage = (round((300 + 60 * sun) * 100), round((285 + 50 * sun) * 100))
@@ -540,7 +656,7 @@ class SunnyBoySimulator:
             dc_power=dc_power,
             dc_voltage=dc_voltage,
             dc_current=dc_current,
-            energy_today=model.energy_today_mwh(moment) // 1000,
+            energy_today=model.yield_today_mwh(moment) // 1000,
             energy_total=model.energy_total_mwh(moment) // 1000,
             operating_time=model.operating_time(moment),
             feed_in_time=model.feed_in_time(moment),
@@ -608,7 +724,8 @@ class SunnyBoySimulator:
             ]
         if command == _LABEL_COMMAND:
             name = f"SN: {self.endpoint.serial}".encode()
-            version = [SOFTWARE_VERSION] * 5 + [_TAG_END, 0, 0]
+            packed = NAN_U32 if self.software_version is None else self.software_version
+            version = [packed] * 5 + [_TAG_END, 0, 0]
             return [
                 (DEVICE_NAME, _TEXT.pack(DEVICE_NAME, stamp, name)),
                 attribute(DEVICE_CLASS, (DEVICE_CLASS_TAG,), DEVICE_CLASS_TAG),
@@ -618,21 +735,26 @@ class SunnyBoySimulator:
         return []
 
     def history_rows(self, first: int, last: int, *, daily: bool) -> list[tuple[int, int | None]]:
-        """Archive rows (time, total Wh or None for NaN) between ``first`` and ``last``."""
+        """Archive rows (time, total Wh or None for NaN) between ``first`` and ``last``.
+
+        5-minute rows lie on the UTC 5-minute grid, daily rows at the inverter's local
+        midnights; both carry the lifetime counter at their moment, so they always agree.
+        """
         model = self.model
         end = min(last, int(self.now()))
         start = max(first, model.first_day * DAY)
-        step = DAY if daily else SLOT
-        moment = -(-start // step) * step
+        if daily:
+            moments = local_midnights(start, end, self.tz)[:MAX_HISTORY_ROWS]
+            return [(moment, model.energy_total_mwh(moment) // 1000) for moment in moments]
+        moment = -(-start // SLOT) * SLOT
         rows: list[tuple[int, int | None]] = []
         while moment <= end and len(rows) < MAX_HISTORY_ROWS:
             value: int | None = model.energy_total_mwh(moment) // 1000
-            if not daily:
-                day, offset = divmod(moment, DAY)
-                if offset // SLOT in model.nan_slots(day):
-                    value = None
+            day, offset = divmod(moment, DAY)
+            if offset // SLOT in model.nan_slots(day):
+                value = None
             rows.append((moment, value))
-            moment += step
+            moment += SLOT
         return rows
 
     # ----------------------------------------------------------------------------------------
@@ -664,8 +786,15 @@ class SunnyBoySimulator:
     def handle_l2(self, request: L2Packet, logons: set[tuple[int, int]]) -> list[bytes]:
         """Answer one level-2 request; returns reply bodies (none for log-off or faults).
 
-        ``logons`` holds the (SUSyID, serial) of requesters logged on over this link.
+        ``logons`` holds the (SUSyID, serial) of requesters logged on over this link. In a
+        plant every inverter the request is addressed to answers (a broadcast: all of them).
         """
+        return [body for _, body in self._handle(request, logons)]
+
+    def _handle(
+        self, request: L2Packet, logons: set[tuple[int, int]]
+    ) -> list[tuple[SunnyBoySimulator, bytes]]:
+        """Replies with the plant member that sends each (Bluetooth needs its address)."""
         if self._silent:
             return []
         self.received.append(request)
@@ -674,6 +803,17 @@ class SunnyBoySimulator:
         if self._drop_requests:
             self._drop_requests -= 1
             return []
+        return [
+            (inverter, body)
+            for inverter in (self, *self._members)
+            if not inverter._silent
+            for body in inverter._answer(request, logons, self)
+        ]
+
+    def _answer(
+        self, request: L2Packet, logons: set[tuple[int, int]], gateway: SunnyBoySimulator
+    ) -> list[bytes]:
+        """This inverter's own answer; ``gateway`` holds the links and their sessions."""
         if request.destination_susy_id not in (ANY_SUSY_ID, self.endpoint.susy_id) or (
             request.destination_serial not in (ANY_SERIAL, self.endpoint.serial)
         ):
@@ -684,10 +824,13 @@ class SunnyBoySimulator:
             identity = struct.pack("<14xHI", self.endpoint.susy_id, self.endpoint.serial)
             return [self._reply(request, args=(0, 0), extra=identity)]
         if command == CMD_LOGOFF:
-            logons.discard(requester)
+            # A log-off ends the requester's sessions on every link, also stale ones of an
+            # earlier connection: that is why clients log off before they log on.
+            for held in gateway._logon_sets():
+                held.discard(requester)
             return []
         if command == CMD_LOGON:
-            return [self._logon(request, logons)]
+            return [self._logon(request, logons, gateway._busy_for(requester))]
         if requester not in logons:
             return [self._reply(request, error=ERROR_WRONG_PASSWORD)]
         if command in (CMD_HISTORY_5MIN, CMD_HISTORY_DAILY):
@@ -700,17 +843,36 @@ class SunnyBoySimulator:
             return [self._reply(request, error=ERROR_LRI_NOT_AVAILABLE)]
         return [self._reply(request, args=(0, len(records) - 1), extra=b"".join(records))]
 
-    def _logon(self, request: L2Packet, logons: set[tuple[int, int]]) -> bytes:
+    def _logon_sets(self) -> list[set[tuple[int, int]]]:
+        return [*(link.logons for link in self._links), *self._udp_logons.values()]
+
+    def _busy_for(self, requester: tuple[int, int]) -> bool:
+        """Whether another application holds the session (or :meth:`set_busy` says so).
+
+        A Bluetooth inverter serves one master at a time: another application logged on over
+        another RFCOMM link makes it busy. Speedwire serves several clients at once.
+        """
+        if self._busy:
+            return True
+        return any(other != requester for link in self._links for other in link.logons)
+
+    def _logon(self, request: L2Packet, logons: set[tuple[int, int]], busy: bool) -> bytes:
+        """A session covers the whole plant: log-on to one inverter (or all) admits to all."""
+        requester = (request.source_susy_id, request.source_serial)
         keys = {USER_GROUP_USER: self._user_key, USER_GROUP_INSTALLER: self._installer_key}
         key = keys.get(request.first)
-        accepted = key is not None and request.records[8:20] == key
-        if accepted:
-            logons.add((request.source_susy_id, request.source_serial))
+        if busy:
+            error = ERROR_BUSY
+        elif key is not None and request.records[8:20] == key:
+            error = 0
+            logons.add(requester)
+        else:
+            error = ERROR_WRONG_PASSWORD
         return self._reply(
             request,
             args=(request.first, request.last),
             extra=request.records[:8].ljust(8, b"\x00"),
-            error=0 if accepted else ERROR_WRONG_PASSWORD,
+            error=error,
         )
 
     def _history(self, request: L2Packet) -> list[bytes]:
@@ -791,8 +953,10 @@ class SunnyBoySimulator:
             self._links.discard(link)
             sock.close()
 
-    async def _send_l1(self, link: _BluetoothLink, command: int, payload: bytes) -> None:
-        frame = encode_l1(self.bt_address, link.peer, command, payload)
+    async def _send_l1(
+        self, link: _BluetoothLink, command: int, payload: bytes, source: str | None = None
+    ) -> None:
+        frame = encode_l1(source or self.bt_address, link.peer, command, payload)
         await asyncio.get_running_loop().sock_sendall(link.sock, frame)
 
     async def _send_hello(self, link: _BluetoothLink) -> None:
@@ -802,7 +966,9 @@ class SunnyBoySimulator:
     def _topology(self, link: _BluetoothLink, *, complete: bool) -> bytes:
         entries = [(self.bt_address, TOPOLOGY_INVERTER)]
         if complete and self.net_id > 1:
-            entries.append((self._neighbour_address(), TOPOLOGY_INVERTER))
+            neighbours = [member.bt_address for member in self._members]
+            for address in neighbours or [self._neighbour_address()]:
+                entries.append((address, TOPOLOGY_INVERTER))
         entries.append((link.peer, 0))
         return b"".join(
             _address_bytes(address) + kind.to_bytes(2, "little") for address, kind in entries
@@ -825,11 +991,11 @@ class SunnyBoySimulator:
             except ProtocolError:
                 return
             if request is not None:
-                replies = self.handle_l2(request, link.logons)
+                replies = self._handle(request, link.logons)
                 if replies and self._chatter:
                     await self._send_chatter(link, request)
-                for body in replies:
-                    await self._send_l2(link, body)
+                for inverter, body in replies:
+                    await self._send_l2(link, body, source=inverter.bt_address)
 
     async def _on_hello_echo(self, link: _BluetoothLink, packet: L1Packet) -> None:
         try:
@@ -849,8 +1015,9 @@ class SunnyBoySimulator:
     async def _on_get_variable(self, link: _BluetoothLink, packet: L1Packet) -> None:
         variable = int.from_bytes(packet.payload[:2], "little")
         if variable == L1_VAR_SIGNAL_STRENGTH:
-            payload = bytes([L1_VAR_SIGNAL_STRENGTH, 0, 0, 0, self.signal_raw, 0])
-            await self._send_l1(link, L1_VARIABLE_REPLY, payload)
+            inverter = next((m for m in self._members if m.bt_address == packet.destination), self)
+            payload = bytes([L1_VAR_SIGNAL_STRENGTH, 0, 0, 0, inverter.signal_raw, 0])
+            await self._send_l1(link, L1_VARIABLE_REPLY, payload, inverter.bt_address)
             return
         await self._send_l1(link, L1_VARIABLE_REPLY, packet.payload[:2] + bytes(4))
         if variable == 0x0001 and self.net_id > 1 and not link.network_ready:
@@ -875,6 +1042,8 @@ class SunnyBoySimulator:
         damaged = bytearray(frame_l2(self._stale_reply(request)))
         damaged[-2] ^= 0x01
         await self._send_l1(link, L1_PPP_LAST, bytes(damaged))
+        if request.destination_serial == ANY_SERIAL:
+            return  # another inverter's broadcast answer would make it a plant member
         neighbour = Endpoint(self.endpoint.susy_id, self.endpoint.serial + 1)
         other = build_l2_body(
             request.command | 1,
