@@ -26,6 +26,7 @@ import yaml  # type: ignore[import-untyped]  # PyYAML ships no types; HA depends
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 DASHBOARD_PATH = "off-grid"
+SERIAL_PLACEHOLDER = "SERIAL"
 DOMAIN = "sma_victron_bridge"
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
@@ -288,15 +289,21 @@ def renamed_entity_id(entity_id: str, old_name: str, new_name: str) -> str | Non
     return f"{domain}.{slug(new_name)}{object_id[len(old) :]}"
 
 
-def shipped_energy_prefs() -> dict[str, Any]:
-    """The energy dashboard settings users can copy (``dashboards/energy.json``)."""
-    prefs: dict[str, Any] = json.loads((DASHBOARDS / "energy.json").read_text())
+def shipped_energy_prefs(serial: str) -> dict[str, Any]:
+    """The energy dashboard settings users copy (``dashboards/energy.json``), for ``serial``.
+
+    ``SERIAL`` in the file stands for the Sunny Boy's serial number, as users are told to
+    replace it.
+    """
+    text = (DASHBOARDS / "energy.json").read_text().replace(SERIAL_PLACEHOLDER, serial)
+    prefs: dict[str, Any] = json.loads(text)
     return prefs
 
 
-def shipped_dashboard() -> dict[str, Any]:
-    """The system dashboard users can copy (``dashboards/off_grid_system.yaml``)."""
-    config: dict[str, Any] = yaml.safe_load((DASHBOARDS / "off_grid_system.yaml").read_text())
+def shipped_dashboard(serial: str) -> dict[str, Any]:
+    """The system dashboard users copy (``dashboards/off_grid_system.yaml``), for ``serial``."""
+    text = (DASHBOARDS / "off_grid_system.yaml").read_text().replace(SERIAL_PLACEHOLDER, serial)
+    config: dict[str, Any] = yaml.safe_load(text)
     return config
 
 
@@ -356,6 +363,12 @@ async def rename_devices(ws: Websocket, names: dict[str, str]) -> None:
 
 async def install_dashboards(ws: Websocket) -> None:
     """The shipped system dashboard in the sidebar, and the shipped energy settings."""
+    devices = await ws.call({"type": "config/device_registry/list"})
+    serial = next(
+        device["serial_number"]
+        for device in devices
+        if device["name_by_user"] == DEVICE_NAMES["sunny_boy"]
+    )
     dashboards = await ws.call({"type": "lovelace/dashboards/list"})
     if not any(board["url_path"] == DASHBOARD_PATH for board in dashboards):
         await ws.call(
@@ -370,9 +383,13 @@ async def install_dashboards(ws: Websocket) -> None:
             }
         )
     await ws.call(
-        {"type": "lovelace/config/save", "url_path": DASHBOARD_PATH, "config": shipped_dashboard()}
+        {
+            "type": "lovelace/config/save",
+            "url_path": DASHBOARD_PATH,
+            "config": shipped_dashboard(serial),
+        }
     )
-    await ws.call({"type": "energy/save_prefs", **shipped_energy_prefs()})
+    await ws.call({"type": "energy/save_prefs", **shipped_energy_prefs(serial)})
 
 
 async def configure_demo_user(base: str, names: dict[str, str]) -> None:
