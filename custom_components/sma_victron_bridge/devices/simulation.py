@@ -23,7 +23,7 @@ SHORTEST_DAY_MINUTES = 2.0
 
 
 def sun_time_scale() -> float:
-    """How many simulated seconds pass per wall-clock second (1.0 unless a short day is asked for)."""
+    """Simulated seconds per wall-clock second (1.0 unless a short day is asked for)."""
     raw = os.environ.get(DAY_MINUTES_ENV, "").strip()
     if not raw:
         return 1.0
