@@ -63,7 +63,6 @@ from pathlib import Path
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -677,14 +676,6 @@ def develop() -> ModuleType:
     return module
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it when this process dies (even by SIGKILL)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -698,7 +689,7 @@ class HomeAssistantProcess:
         """Prepare the configuration (develop's ``prepare_config``) on a free port and start."""
         self.config = workdir / "config"
         self.console_path = workdir / "console.log"
-        self.port = free_port()
+        self.port = int(develop().free_port())
         self.base = f"http://127.0.0.1:{self.port}"
         develop().prepare_config(self.config, self.port)
         env = dict(os.environ)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 import re
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -60,6 +61,14 @@ logger:
   logs:
     custom_components.{domain}: info
 """
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for test and soak runs)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def prepare_config(config: Path, port: int) -> None:

@@ -25,7 +25,6 @@ from bench.soak import (
     develop,
     failures,
     final_checks,
-    free_port,
     integration_entities,
     open_socket,
     watch_states,
@@ -58,7 +57,7 @@ async def test_client_side_against_an_in_process_home_assistant(
     connect = await connect_time(client.server.port)
     assert connect is not None
     assert connect < 1.0
-    assert await connect_time(free_port()) is None  # nothing listens there
+    assert await connect_time(develop().free_port()) is None  # nothing listens there
     with pytest.raises(RuntimeError, match="no_such_command failed"):
         await commands.call({"type": "no_such_command"})
 

@@ -22,7 +22,6 @@ import functools
 import importlib.util
 import os
 from pathlib import Path
-import socket
 import subprocess
 import sys
 from types import ModuleType
@@ -86,14 +85,6 @@ def develop() -> ModuleType:
     return module
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True, slots=True)
 class DemoSite:
     """Where the provisioned Home Assistant answers and who may log in."""
@@ -129,7 +120,7 @@ class HomeAssistantServer:
 
     def _start(self) -> DemoSite:
         dev = develop()
-        port = free_port()
+        port: int = dev.free_port()
         base = f"http://127.0.0.1:{port}"
         dev.prepare_config(self.config, port)
         self._log = self.log_path.open("wb")
