@@ -165,10 +165,11 @@ def test_shipped_dashboard_shows_the_system(
     expect_value(charge_state, "Bulk|Absorption|Float|Off")
     gauge = page.locator("hui-gauge-card")
     expect(gauge).to_have_text(re.compile(rf"{NUMBER}\s?%"), timeout=VALUE_TIMEOUT_MS)
-    # A card whose entity does not exist renders a warning element instead of its value.
+    # A card whose entity (or statistic) does not exist renders a warning element instead of
+    # its value. Allow the time the values need to arrive, as above.
     warnings = page.locator("hui-warning")
     try:
-        expect(warnings).to_have_count(0)
+        expect(warnings).to_have_count(0, timeout=VALUE_TIMEOUT_MS)
     except AssertionError:
         raise AssertionError(f"cards without their entity: {warnings.all_inner_texts()}") from None
     page.screenshot(path=screenshots / "dashboard.png", animations="disabled")
