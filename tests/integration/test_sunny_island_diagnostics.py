@@ -38,8 +38,9 @@ async def test_diagnostics_show_bms_frame_gaps_seen_by_the_simulator(
     assert set(received) == {"0x351", "0x355", "0x356", "0x35A", "0x35E", "0x35F"}
     for frame_id in ("0x351", "0x355"):
         stats = received[frame_id]
-        # Counts match what the simulator recorded (at least the frames of the last 3 s).
-        assert stats["count"] == len(sim.received[int(frame_id, 16)])
+        # Counts match what the simulator recorded (at least the frames of the last 3 s); a
+        # frame may arrive between the diagnostics and this look at the simulator.
+        assert len(sim.received[int(frame_id, 16)]) - stats["count"] in (0, 1)
         assert stats["count"] >= 3
         assert 0.9 <= stats["max_gap"] <= 1.1
         assert 0.9 <= stats["min_gap"] <= stats["max_gap"]

@@ -738,6 +738,26 @@ async def test_close_while_reopening(rig: Rig) -> None:
     assert link_threads() == []
 
 
+async def test_a_late_frame_is_not_followed_by_an_early_one(rig: Rig) -> None:
+    """A send that stalls 150 ms (a slow adapter, a GC pause): the next frame comes a full
+    period after it, not on the old grid, which would make that gap 150 ms short."""
+    sim = await rig.si()
+    bus = rig.bus(FaultyBus)
+    sender = rig.sender(0.5)
+    sender.start(bus, FRAMES)
+    assert await wait_until(lambda: arrivals(sim, ID_SOC) >= 2, 1.5)
+    bus.stall_next_send = 0.15
+    await asyncio.sleep(2.0)
+    await rig.in_thread(sender.stop)
+    periods = {arbitration_id: sim.periods(arbitration_id) for arbitration_id in FRAMES}
+    for arbitration_id, gaps in periods.items():  # ids that waited behind it were late too
+        assert min(gaps) >= 0.5 - TOLERANCE / 2, (hex(arbitration_id), gaps)  # never early
+    stalled = max(periods.values(), key=max)
+    late = stalled.index(max(stalled))
+    assert 0.5 + 0.1 < stalled[late] < 0.5 + 0.15 + TOLERANCE / 2, stalled
+    assert stalled[late + 1] == pytest.approx(0.5, abs=TOLERANCE / 2), stalled
+
+
 async def test_stalled_send_never_bursts(rig: Rig) -> None:
     """A send that hangs 1.3 s: python-can's own task then bursts, the paced one does not."""
     sim = await rig.si()

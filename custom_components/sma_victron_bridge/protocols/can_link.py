@@ -84,6 +84,10 @@ not reset, so a short settle time is enough and a reconnect is not delayed needl
 
 STAGGER: Final = 0.02
 """Start offset between the periodic tasks of consecutive ids, s."""
+REANCHOR_AFTER: Final = 0.02
+"""A frame that went out this much later than its slot (the thread stalled: a slow send, a
+garbage-collection pause of the whole process) starts a new grid one period after it, so a late
+frame is never followed by an early one. Smaller lateness stays on the grid, s."""
 RECV_TIMEOUT: Final = 0.2
 """Reader poll: how quickly the reader notices a close request, s."""
 SEND_ERRORS_BEFORE_REOPEN: Final = 3
@@ -209,7 +213,7 @@ class _Pacer:
     when it went out, and drops it once the sender is stopping.
     """
 
-    __slots__ = ("_bus", "_changed", "_due", "_halt", "_period", "sent", "sent_at")
+    __slots__ = ("_bus", "_changed", "_due", "_halt", "_period", "_slot", "sent", "sent_at")
 
     def __init__(
         self,
@@ -223,6 +227,8 @@ class _Pacer:
         self._changed = changed
         self._halt = halt
         self._due: float | None = None
+        self._slot: float | None = None
+        """When the frame being sent was due."""
         self.sent: can.Message | None = None
         """The message object of the last send that succeeded."""
         self.sent_at: float | None = None
@@ -243,15 +249,23 @@ class _Pacer:
         # stall this skips the missed slots instead of sending them back to back.
         steps = max(1, math.ceil((now + MIN_PERIOD - due) / self._period))
         self._due = due + steps * self._period
+        self._slot = due
 
     def send(self, message: can.Message, timeout: float | None = None) -> None:
         """Send on the real bus (called by the task under the bus's send lock), then record it."""
         if self._halt.is_set():
             return
         self._bus.send(message, timeout)
+        sent_at = time.perf_counter()
+        if (
+            self._slot is not None
+            and self._due is not None
+            and sent_at - self._slot > REANCHOR_AFTER
+        ):
+            self._due = max(self._due, sent_at + max(self._period, MIN_PERIOD))
         with self._changed:
             self.sent = message
-            self.sent_at = time.perf_counter()
+            self.sent_at = sent_at
             self._changed.notify_all()
 
 
