@@ -373,10 +373,14 @@ async def rename_devices(ws: Websocket, names: dict[str, str]) -> None:
 async def install_dashboards(ws: Websocket) -> None:
     """The shipped system dashboard in the sidebar, and the shipped energy settings."""
     devices = await ws.call({"type": "config/device_registry/list"})
+    # Left as the placeholder if the demo's Sunny Boy was renamed or removed meanwhile.
     serial = next(
-        device["serial_number"]
-        for device in devices
-        if device["name_by_user"] == DEVICE_NAMES["sunny_boy"]
+        (
+            device["serial_number"]
+            for device in devices
+            if device["name_by_user"] == DEVICE_NAMES["sunny_boy"] and device["serial_number"]
+        ),
+        SERIAL_PLACEHOLDER,
     )
     dashboards = await ws.call({"type": "lovelace/dashboards/list"})
     if not any(board["url_path"] == DASHBOARD_PATH for board in dashboards):
