@@ -1104,9 +1104,7 @@ async def test_simulated_inverter_lives_in_the_local_time_zone(
     await asyncio.sleep(0.2)
     assert runtime.simulator.now() - before == pytest.approx(0.2 * 24, rel=0.5)
     # On the demo's shared clock: the same moment as the other simulated devices.
-    day = shared_day_clock(24.0)
-    shared_now = day.wall + (time.monotonic() - day.monotonic) * day.scale
-    assert runtime.simulator.now() == pytest.approx(shared_now, abs=2.0)
+    assert runtime.simulator.now() == pytest.approx(shared_day_clock(24.0).now(), abs=2.0)
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -129,7 +129,7 @@ def hourly_import_due(last: float, now: float) -> bool:
     Re-importing once an hour keeps the imported statistic as current as Home Assistant's own
     hourly statistics, so the energy dashboard can use it for today as well as for the past.
     """
-    return (now - HISTORY_SETTLE) // 3600 > (last - HISTORY_SETTLE) // 3600
+    return (now - HISTORY_SETTLE) // stats.HOUR > (last - HISTORY_SETTLE) // stats.HOUR
 
 
 def simulator_for(data: Mapping[str, Any], tz: tzinfo = dt_util.UTC) -> SunnyBoySimulator:
@@ -140,14 +140,8 @@ def simulator_for(data: Mapping[str, Any], tz: tzinfo = dt_util.UTC) -> SunnyBoy
     """
     serial = int(data[CONF_SERIAL_NUMBER])
     scale = sun_time_scale()
-    clock: Callable[[], float] | None = None
-    if scale != 1.0:
-        # On the demo's shared clock, so its day agrees with the other simulated devices'.
-        day = shared_day_clock(scale)
-
-        def clock() -> float:
-            return day.wall + (time.monotonic() - day.monotonic) * day.scale
-
+    # On the demo's shared clock, so its day agrees with the other simulated devices'.
+    clock: Callable[[], float] | None = None if scale == 1.0 else shared_day_clock(scale).now
     return SunnyBoySimulator(
         serial=serial,
         seed=serial,

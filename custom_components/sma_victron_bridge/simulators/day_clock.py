@@ -42,10 +42,14 @@ class DayClock:
     monotonic: float
     """``time.monotonic()`` at the anchor: elapsed time is measured on it, immune to clock steps."""
 
+    def now(self, monotonic_now: float | None = None) -> float:
+        """Simulated unix time at ``monotonic_now`` (default: now)."""
+        now = time.monotonic() if monotonic_now is None else monotonic_now
+        return self.wall + (now - self.monotonic) * self.scale
+
     def time_of_day(self, monotonic_now: float | None = None) -> float:
         """Simulated seconds since UTC midnight at ``monotonic_now`` (default: now)."""
-        now = time.monotonic() if monotonic_now is None else monotonic_now
-        return (self.wall + (now - self.monotonic) * self.scale) % DAY
+        return self.now(monotonic_now) % DAY
 
 
 _clocks: dict[float, DayClock] = {}
