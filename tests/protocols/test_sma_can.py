@@ -19,6 +19,7 @@ import pytest
 from custom_components.sma_victron_bridge.protocols import ProtocolError
 from custom_components.sma_victron_bridge.protocols.sma_can import (
     BMS_FRAME_IDS,
+    BMS_ITEMS,
     CHARGE_VOLTAGE_RANGE,
     CURRENT_LIMIT_RANGE,
     DISCHARGE_VOLTAGE_RANGE,
@@ -44,12 +45,15 @@ from custom_components.sma_victron_bridge.protocols.sma_can import (
     ID_STATUS,
     LIMITS_TIMEOUT,
     MIN_PERIOD,
+    SAFE_WARNING,
     SEND_PERIOD,
     SI_FRAME_IDS,
     SOC_TIMEOUT,
     WARNING_LIMITS_TIMEOUT,
     AlarmItem,
     BmsFrameState,
+    UnsafeFrameValue,
+    charge_current_limit_of,
     decode_alarm_bits,
     decode_bms_frame,
     decode_si_frame,
@@ -57,6 +61,7 @@ from custom_components.sma_victron_bridge.protocols.sma_can import (
     encode_bms_frames,
     encode_manufacturer,
     encode_si_frame,
+    safe_bms_frames,
 )
 
 BASE = BmsFrameState(
@@ -141,17 +146,14 @@ def test_battery_info_fields() -> None:
 @pytest.mark.parametrize(
     ("changes", "frame_id", "expected"),
     [
-        # CVL 70 V -> 63.0 V = 630 = 0x0276; 30 V -> 41.0 V = 410 = 0x019A.
+        # CVL 70 V -> 63.0 V = 630 = 0x0276 (clamped down: the pack is charged less).
         ({"charge_voltage": 70.0}, ID_CHARGE_LIMITS, "7602e803d007b801"),
-        ({"charge_voltage": 30.0}, ID_CHARGE_LIMITS, "9a01e803d007b801"),
-        ({"charge_voltage": math.inf}, ID_CHARGE_LIMITS, "7602e803d007b801"),
         # CCL -5 A -> 0; 5000 A -> 1200.0 A = 12000 = 0x2EE0.
         ({"charge_current_limit": -5.0}, ID_CHARGE_LIMITS, "32020000d007b801"),
         ({"charge_current_limit": 5000.0}, ID_CHARGE_LIMITS, "3202e02ed007b801"),
         ({"discharge_current_limit": 1e9}, ID_CHARGE_LIMITS, "3202e803e02eb801"),
-        ({"discharge_current_limit": -math.inf}, ID_CHARGE_LIMITS, "3202e8030000b801"),
-        # DVL 50 V -> 48.0 V = 480 = 0x01E0; 10 V -> 41.0 V = 0x019A.
-        ({"discharge_voltage": 50.0}, ID_CHARGE_LIMITS, "3202e803d007e001"),
+        ({"discharge_current_limit": -1e9}, ID_CHARGE_LIMITS, "3202e8030000b801"),
+        # DVL 10 V -> 41.0 V = 0x019A (clamped up: the SI stops discharging earlier).
         ({"discharge_voltage": 10.0}, ID_CHARGE_LIMITS, "3202e803d0079a01"),
         # SOC 120 % -> 100 % (0x64, HiRes 10000 = 0x2710); -3 % -> 0.
         ({"soc": 120.0}, ID_SOC, "640062001027"),
@@ -167,8 +169,58 @@ def test_battery_info_fields() -> None:
 def test_encoder_clamps_into_accepted_ranges(
     changes: dict[str, float], frame_id: int, expected: str
 ) -> None:
-    """The SI would silently ignore these; the nearest accepted value goes out instead."""
+    """The SI would silently ignore these; the nearest value in the safe direction goes out."""
     assert _frames(**changes)[frame_id] == bytes.fromhex(expected)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        # An 11-cell LiFePO4 pack: 11 x 3.65 V = 40.15 V. The old encoder sent 41.0 V.
+        ({"charge_voltage": 40.2}, "charge_voltage"),
+        ({"charge_voltage": 30.0}, "charge_voltage"),
+        ({"charge_voltage": 40.94}, "charge_voltage"),  # 40.9 V after rounding down
+        # A cut-off of 50 V sent as 48 V would let the SI discharge 2 V deeper than the pack.
+        ({"discharge_voltage": 50.0}, "discharge_voltage"),
+        ({"discharge_voltage": 48.01}, "discharge_voltage"),  # 48.1 V after rounding up
+    ],
+)
+def test_limits_are_never_moved_in_the_unsafe_direction(
+    changes: dict[str, float], field: str
+) -> None:
+    """DESIGN invariant 2: the encoder never moves CVL up or DVL down to make a value fit."""
+    with pytest.raises(UnsafeFrameValue, match="Sunny Island's") as caught:
+        _frames(**changes)
+    assert isinstance(caught.value, ProtocolError)
+    assert caught.value.field == field
+    assert caught.value.value == changes[field]
+
+
+def test_voltages_round_toward_safety() -> None:
+    """0.1 V steps: CVL rounds down, DVL up; float noise of an exact value is not a step."""
+    limits = _frames(charge_voltage=55.29, discharge_voltage=44.01)[ID_CHARGE_LIMITS]
+    assert decode_bms_frame(ID_CHARGE_LIMITS, limits)["charge_voltage"] == 55.2
+    assert decode_bms_frame(ID_CHARGE_LIMITS, limits)["discharge_voltage"] == 44.1
+    noisy = _frames(charge_voltage=14 * 3.55, discharge_voltage=14 * 2.95)[ID_CHARGE_LIMITS]
+    assert 14 * 3.55 < 49.7  # 49.699999999999996
+    assert 14 * 2.95 > 41.3  # 41.300000000000004
+    assert decode_bms_frame(ID_CHARGE_LIMITS, noisy)["charge_voltage"] == 49.7
+    assert decode_bms_frame(ID_CHARGE_LIMITS, noisy)["discharge_voltage"] == 41.3
+    # The edges of the ranges themselves are fine.
+    edges = _frames(charge_voltage=41.0, discharge_voltage=48.0)[ID_CHARGE_LIMITS]
+    assert edges[:2] == (410).to_bytes(2, "little")
+    assert edges[6:] == (480).to_bytes(2, "little")
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["charge_voltage", "charge_current_limit", "discharge_current_limit", "discharge_voltage"],
+)
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_limits_raise(field: str, value: float) -> None:
+    """An infinite limit is no value at all, like a NaN: never clamped into a guess."""
+    with pytest.raises(ProtocolError, match="infinite"):
+        _frames(**{field: value})
 
 
 @pytest.mark.parametrize(
@@ -241,40 +293,78 @@ def test_alarm_item_order_matches_the_document() -> None:
 
 
 @pytest.mark.parametrize(
-    ("active", "previous", "expected"),
+    ("active", "expected"),
     [
-        # "Byte 0, Bit 0: General Alarm arrives" / "Byte 0, Bit 1: General Alarm leaves".
-        ([AlarmItem.GENERAL], [], 0x00000001),
-        ([], [AlarmItem.GENERAL], 0x00000002),
+        # "Byte 0, Bit 0: General Alarm arrives".
+        ([AlarmItem.GENERAL], 0x00000001),
         # "Byte 0, Bit 2: Battery High Voltage arrives".
-        ([AlarmItem.HIGH_VOLTAGE], [], 0x00000004),
+        ([AlarmItem.HIGH_VOLTAGE], 0x00000004),
         # "Byte 1, Bit 4: Battery Low Temp Charge arrives" -> bit 12.
-        ([AlarmItem.LOW_TEMP_CHARGE], [], 0x00001000),
+        ([AlarmItem.LOW_TEMP_CHARGE], 0x00001000),
         # "Byte 2, Bit 0: Battery High Current (charge) arrives" -> bit 16.
-        ([AlarmItem.HIGH_CHARGE_CURRENT], [], 0x00010000),
-        # "Byte 3, Bit 0: Cell Imbalance" arrives -> bit 24; "Byte 3, Bit 7" Generator leaves.
-        ([AlarmItem.CELL_IMBALANCE], [AlarmItem.GENERATOR], 0x81000000),
-        # Still active although it was active before: "arrives" only.
+        ([AlarmItem.HIGH_CHARGE_CURRENT], 0x00010000),
+        # "Byte 3, Bit 0: Cell Imbalance" arrives -> bit 24.
+        ([AlarmItem.CELL_IMBALANCE], 0x01000000),
+    ],
+)
+def test_alarm_bit_positions(active: list[AlarmItem], expected: int) -> None:
+    """[SMA-TI 5.3/7.1]: the low bit of each pair is "arrives"; nothing else evaluated here."""
+    assert encode_alarm_bits(active, evaluated=()) == expected
+
+
+@pytest.mark.parametrize(
+    ("active", "evaluated", "expected"),
+    [
+        # "Byte 0, Bit 1: General Alarm leaves".
+        ([], [AlarmItem.GENERAL], 0x00000002),
+        # "Byte 3, Bit 1: Cell Imbalance" leaves -> bit 25.
+        ([], [AlarmItem.CELL_IMBALANCE], 0x02000000),
+        # Active wins over evaluated.
         ([AlarmItem.HIGH_TEMP], [AlarmItem.HIGH_TEMP, AlarmItem.GENERAL], 0x00000042),
     ],
 )
-def test_encode_alarm_bits(
-    active: list[AlarmItem], previous: list[AlarmItem], expected: int
+def test_evaluated_items_that_are_not_active_leave(
+    active: list[AlarmItem], evaluated: list[AlarmItem], expected: int
 ) -> None:
-    assert encode_alarm_bits(active, previous) == expected
+    assert encode_alarm_bits(active, evaluated=evaluated) == expected
+
+
+def test_every_bms_item_is_sent_as_arrives_or_leaves() -> None:
+    """DESIGN invariant 8: never 00 for an item we evaluate, so the SI cannot stay latched.
+
+    The default evaluates the 13 items a BMS may use: "leaves" (10) in every pair of bytes 0-2
+    = 0xAA, byte 3 items 13 (Cell Imbalance) leaves = 0x02; the reserved items and Generator,
+    "not to be used by the external BMS", stay 00.
+    """
+    assert len(BMS_ITEMS) == 13
+    assert encode_alarm_bits([]) == 0x02AAAAAA
+    # Before, nothing active encoded as 0: the SI kept whatever alarm it had latched.
+    assert encode_alarm_bits([]) != 0
+    assert encode_alarm_bits([AlarmItem.GENERAL]) == 0x02AAAAA9
+    # A previous alarm no longer matters: "leaves" goes out in every frame, not once.
+    assert encode_alarm_bits([], [AlarmItem.HIGH_TEMP]) == encode_alarm_bits([])
+    assert encode_alarm_bits([], [AlarmItem.HIGH_TEMP]) == encode_alarm_bits([], [])
+    # An unused item that was active leaves too (older callers passed what was active before).
+    assert encode_alarm_bits([], [AlarmItem.GENERATOR]) == 0x82AAAAAA
+    arrived, left = decode_alarm_bits(encode_alarm_bits([AlarmItem.SHORT_CIRCUIT]))
+    assert arrived == {AlarmItem.SHORT_CIRCUIT}
+    assert left == BMS_ITEMS - {AlarmItem.SHORT_CIRCUIT}
 
 
 def test_alarm_words_in_the_frame() -> None:
     """Alarms in bytes 0-3, warnings in 4-7, little-endian.
 
-    alarms: Low Temp Charge arrives (byte 1 bit 4) + General leaves (byte 0 bit 1) = 0x00001002.
-    warnings: Generator arrives, "Byte 7, Bit 6" = 0x40000000.
+    alarms: Low Temp Charge arrives (byte 1 bit 4), General leaves (byte 0 bit 1), nothing else
+    evaluated = 0x00001002. warnings: Generator arrives, "Byte 7, Bit 6" = 0x40000000, with
+    every BMS item leaving = 0x42AAAAAA.
     """
-    alarms = encode_alarm_bits([AlarmItem.LOW_TEMP_CHARGE], [AlarmItem.GENERAL])
+    alarms = encode_alarm_bits(
+        [AlarmItem.LOW_TEMP_CHARGE], evaluated=[AlarmItem.GENERAL, AlarmItem.LOW_TEMP_CHARGE]
+    )
     warnings = encode_alarm_bits([AlarmItem.GENERATOR])
     frame = _frames(alarms=alarms, warnings=warnings)[ID_ALARMS]
-    assert frame == bytes.fromhex("0210000000000040")
-    assert decode_bms_frame(ID_ALARMS, frame) == {"alarms": 0x1002, "warnings": 0x40000000}
+    assert frame == bytes.fromhex("02100000aaaaaa42")
+    assert decode_bms_frame(ID_ALARMS, frame) == {"alarms": 0x1002, "warnings": 0x42AAAAAA}
 
 
 def test_decode_alarm_bits_ignores_00_and_11() -> None:
@@ -291,11 +381,21 @@ def test_decode_alarm_bits_ignores_00_and_11() -> None:
 @given(
     st.sets(st.sampled_from(AlarmItem)),
     st.sets(st.sampled_from(AlarmItem)),
+    st.none() | st.sets(st.sampled_from(AlarmItem)),
 )
-def test_alarm_bits_round_trip(active: set[AlarmItem], previous: set[AlarmItem]) -> None:
-    arrived, left = decode_alarm_bits(encode_alarm_bits(active, previous))
+def test_alarm_bits_round_trip(
+    active: set[AlarmItem], previous: set[AlarmItem], evaluated: set[AlarmItem] | None
+) -> None:
+    if evaluated is None:
+        word = encode_alarm_bits(active, previous)
+        evaluated = set(BMS_ITEMS)
+    else:
+        word = encode_alarm_bits(active, previous, evaluated=evaluated)
+    arrived, left = decode_alarm_bits(word)
     assert arrived == active
-    assert left == previous - active
+    assert left == (evaluated | previous) - active
+    # Every evaluated item is in exactly one of the two sets: no 00 pair for it.
+    assert evaluated <= arrived | left
 
 
 # --- BMS frames: decoding -------------------------------------------------------------------
@@ -338,6 +438,7 @@ def test_decode_bms_frame_lengths_and_unknown_ids() -> None:
 
 
 _ANY_FLOAT = st.floats(allow_nan=False, width=64)
+_LIMITS = ("charge_voltage", "charge_current_limit", "discharge_current_limit", "discharge_voltage")
 
 
 @given(
@@ -389,11 +490,14 @@ def test_bms_round_trip_within_resolution(
     for frame_id, data in encode_bms_frames(state).items():
         assert len(data) in (6, 8)
         decoded |= decode_bms_frame(frame_id, data)
+    # Voltages are rounded toward safety: CVL down, DVL up, by less than one 0.1 V step (float
+    # noise below a microvolt does not count as a step).
+    limits = decode_bms_frame(ID_CHARGE_LIMITS, encode_bms_frames(state)[ID_CHARGE_LIMITS])
+    assert cvl - 0.1 < limits["charge_voltage"] <= cvl + 1e-6  # type: ignore[operator]
+    assert dvl - 1e-6 <= limits["discharge_voltage"] < dvl + 0.1  # type: ignore[operator]
     resolution = {
-        "charge_voltage": 0.05,
         "charge_current_limit": 0.05,
         "discharge_current_limit": 0.05,
-        "discharge_voltage": 0.05,
         "soc": 0.005,
         "soh": 0.5,
         "voltage": 0.005,
@@ -428,9 +532,32 @@ def test_bms_round_trip_within_resolution(
     )
 )
 def test_any_input_lands_inside_the_si_ranges(values: dict[str, float | None]) -> None:
-    """Safety invariant 2: whatever the control code asks for, the frames stay in range."""
-    frames = encode_bms_frames(dataclasses.replace(BASE, **values))  # type: ignore[arg-type]
+    """Safety invariant 2: whatever the control code asks for, the frames stay in range.
+
+    Or nothing is encoded at all (ProtocolError, the caller sends safe frames): never a CVL above
+    the one asked for, never a DVL below it, never a current limit above it.
+    """
+    state = dataclasses.replace(BASE, **values)  # type: ignore[arg-type]
+    cvl, dvl = state.charge_voltage, state.discharge_voltage
+    if not all(math.isfinite(getattr(state, key)) for key in _LIMITS):
+        with pytest.raises(ProtocolError, match="infinite|Sunny Island's"):
+            encode_bms_frames(state)
+        return
+    if cvl < CHARGE_VOLTAGE_RANGE[0] - 1e-6 or dvl > DISCHARGE_VOLTAGE_RANGE[1] + 1e-6:
+        with pytest.raises(UnsafeFrameValue):
+            encode_bms_frames(state)
+        return
+    try:
+        frames = encode_bms_frames(state)
+    except UnsafeFrameValue:
+        # Only within float noise of the range's edge may either answer be right.
+        assert min(abs(cvl - CHARGE_VOLTAGE_RANGE[0]), abs(dvl - DISCHARGE_VOLTAGE_RANGE[1])) < 1e-6
+        return
     limits = decode_bms_frame(ID_CHARGE_LIMITS, frames[ID_CHARGE_LIMITS])
+    assert limits["charge_voltage"] <= values["charge_voltage"] + 1e-6  # type: ignore[operator]
+    assert limits["discharge_voltage"] >= values["discharge_voltage"] - 1e-6  # type: ignore[operator]
+    for key in ("charge_current_limit", "discharge_current_limit"):
+        assert limits[key] <= max(values[key], 0.0) + 0.05  # type: ignore[operator, type-var]
     soc = decode_bms_frame(ID_SOC, frames[ID_SOC])
     for key, (low, high) in (
         ("charge_voltage", CHARGE_VOLTAGE_RANGE),
@@ -448,6 +575,97 @@ def test_any_input_lands_inside_the_si_ranges(values: dict[str, float | None]) -
     measurements = decode_bms_frame(ID_BATTERY_MEASUREMENTS, frames[ID_BATTERY_MEASUREMENTS])
     for key in ("voltage", "current", "temperature"):
         assert (measurements[key] is None) == (values[key] is None)
+
+
+# --- safe frames ----------------------------------------------------------------------------
+
+
+def test_safe_frames_stop_charging_hold_soc_and_raise_a_warning() -> None:
+    """CCL 0 A, CVL/DCL/DVL kept; SOC held; W947 "BMS internal" arrives; the rest unchanged.
+
+    0x351 "3202e803d007b801" (56.2 V, 100 A, 200 A, 44 V) -> CCL 0 = "32020000d007b801".
+    0x35A warnings: every BMS item leaving (0x02AAAAAA), then item 11 (bits 22/23) set to
+    arrives: 0x02AAAAAA & ~0x00C00000 | 0x00400000 = 0x026AAAAA.
+    """
+    last = _frames(alarms=encode_alarm_bits([]), warnings=encode_alarm_bits([]))
+    safe = safe_bms_frames(last)
+    assert safe[ID_CHARGE_LIMITS] == bytes.fromhex("32020000d007b801")
+    assert SAFE_WARNING is AlarmItem.BMS_INTERNAL
+    assert safe[ID_ALARMS] == encode_alarm_bits([]).to_bytes(4, "little") + bytes.fromhex(
+        "aaaa6a02"
+    )
+    arrived, left = decode_alarm_bits(decode_bms_frame(ID_ALARMS, safe[ID_ALARMS])["warnings"])  # type: ignore[arg-type]
+    assert arrived == {AlarmItem.BMS_INTERNAL}
+    assert left == BMS_ITEMS - {AlarmItem.BMS_INTERNAL}
+    for frame_id in (ID_SOC, ID_BATTERY_MEASUREMENTS, ID_MANUFACTURER, ID_BATTERY_INFO):
+        assert safe[frame_id] == last[frame_id]
+    assert list(safe) == list(last)  # same ids, same order: replaceable in place
+    assert safe_bms_frames(safe) == safe  # idempotent
+    assert charge_current_limit_of(safe) == 0.0
+    assert charge_current_limit_of(last) == 100.0
+
+
+def test_safe_frames_step_through_one_amp_but_never_raise_a_limit() -> None:
+    last = _frames(charge_current_limit=35.0)
+    step = safe_bms_frames(last, charge_current_limit=1.0)
+    assert charge_current_limit_of(step) == 1.0
+    assert decode_bms_frame(ID_CHARGE_LIMITS, step[ID_CHARGE_LIMITS]) == {
+        "charge_voltage": 56.2,
+        "charge_current_limit": 1.0,
+        "discharge_current_limit": 200.0,
+        "discharge_voltage": 44.0,
+    }
+    low = _frames(charge_current_limit=0.5)
+    assert charge_current_limit_of(safe_bms_frames(low, charge_current_limit=1.0)) == 0.5
+    with pytest.raises(ValueError, match="0-1200"):
+        safe_bms_frames(last, charge_current_limit=math.nan)
+    with pytest.raises(ValueError, match="0-1200"):
+        safe_bms_frames(last, charge_current_limit=-1.0)
+
+
+def test_safe_frames_from_odd_payloads() -> None:
+    """Works on whatever was sent: a short 0x351 is completed with "invalid" markers, an invalid
+    or negative CCL counts as 0 A, a short 0x35A is padded, missing ids are not invented."""
+    assert safe_bms_frames({}) == {}
+    assert safe_bms_frames({ID_SOC: b"\x01\x02"}) == {ID_SOC: b"\x01\x02"}
+    short = safe_bms_frames({ID_CHARGE_LIMITS: bytes.fromhex("3202e803")})
+    assert short[ID_CHARGE_LIMITS] == bytes.fromhex("320200000080ffff")
+    invalid = safe_bms_frames({ID_CHARGE_LIMITS: bytes.fromhex("32020080d007b801")})
+    assert invalid[ID_CHARGE_LIMITS] == bytes.fromhex("32020000d007b801")
+    negative = safe_bms_frames(
+        {ID_CHARGE_LIMITS: bytes.fromhex("3202ffffd007b801")}, charge_current_limit=1.0
+    )
+    assert negative[ID_CHARGE_LIMITS] == bytes.fromhex("32020000d007b801")
+    alarms = safe_bms_frames({ID_ALARMS: b"\x01"})
+    assert alarms[ID_ALARMS] == bytes.fromhex("0100000000004000")
+    assert charge_current_limit_of({ID_CHARGE_LIMITS: bytes(3)}) is None
+    assert charge_current_limit_of({ID_CHARGE_LIMITS: bytes.fromhex("32020080")}) is None
+    assert charge_current_limit_of({}) is None
+
+
+@given(
+    frames=st.dictionaries(
+        st.sampled_from(BMS_FRAME_IDS), st.binary(max_size=8), max_size=len(BMS_FRAME_IDS)
+    ),
+    step=st.floats(0.0, 1200.0),
+)
+def test_safe_frames_of_anything(frames: dict[int, bytes], step: float) -> None:
+    """Any payloads in: same ids out, CCL at most ``step`` and never above what it was."""
+    safe = safe_bms_frames(frames, charge_current_limit=step)
+    assert safe.keys() == frames.keys()
+    if ID_CHARGE_LIMITS in frames:
+        ccl = charge_current_limit_of(safe)
+        assert ccl is not None
+        assert 0.0 <= ccl <= step
+        before = charge_current_limit_of(frames)
+        assert ccl <= max(before if before is not None else 0.0, 0.0)
+        assert len(safe[ID_CHARGE_LIMITS]) == 8
+    if ID_ALARMS in frames:
+        warnings = decode_bms_frame(ID_ALARMS, safe[ID_ALARMS])["warnings"]
+        assert isinstance(warnings, int)
+        assert SAFE_WARNING in decode_alarm_bits(warnings)[0]
+    for frame_id in frames.keys() - {ID_CHARGE_LIMITS, ID_ALARMS}:
+        assert safe[frame_id] == frames[frame_id]
 
 
 # --- SI broadcast frames --------------------------------------------------------------------

@@ -6,10 +6,13 @@ broadcast frames follow public decoders that were cross-checked against each oth
 PROTOCOLS.md section 1).
 
 All fields are little-endian. The SI rejects out-of-range BMS values silently and keeps the last
-accepted one, so the encoder clamps every value into the accepted range before it goes on the
-wire: a value the SI would ignore is worse than the nearest value it takes. A NaN, on the other
-hand, means the caller has no value at all; guessing one would be unsafe, so it raises
-:class:`ProtocolError`.
+accepted one, so a value outside the accepted range must never reach the wire. The encoder moves a
+limit into the range only in the safe direction: less charge voltage, less current, an earlier
+discharge stop. A value that would have to move the other way (a charge voltage below the SI's
+minimum, a discharge stop above its maximum) means the pack does not fit this inverter; that
+raises :class:`UnsafeFrameValue`, so the caller sends safe frames (:func:`safe_bms_frames`)
+instead. A non-finite limit means the caller has no value at all; guessing one would be unsafe,
+so it raises :class:`ProtocolError` too.
 
 Pure module: no Home Assistant, no I/O.
 """
@@ -128,6 +131,21 @@ MAX_DLC: Final = 8
 # --- BMS frames --------------------------------------------------------------------------------
 
 
+class UnsafeFrameValue(ProtocolError):  # noqa: N818 - reads as a sentence, like UnsafeSetting
+    """A limit the SI cannot take and the encoder must not move into its range.
+
+    Raised for a charge voltage below the SI's minimum and a discharge voltage above its maximum:
+    the nearest accepted value would charge the pack above its own charge voltage, or let it
+    discharge below its own cut-off. The caller sends safe frames instead.
+    """
+
+    def __init__(self, field: str, value: float, reason: str) -> None:
+        """Name the field and the value that was refused."""
+        super().__init__(f"{field} {value:g}: {reason}")
+        self.field = field
+        self.value = value
+
+
 @dataclass(frozen=True, slots=True)
 class BmsFrameState:
     """Everything the BMS frames carry, in SI units; the input of :func:`encode_bms_frames`.
@@ -168,9 +186,22 @@ _U32_MAX: Final = 0xFFFFFFFF
 _MANUFACTURER_LEN: Final = 8
 
 
+_RAW_EPSILON: Final = 1e-6
+"""Slack when a voltage is rounded toward safety: 55.2 computed as 55.199999999999996 is still
+sent as 552, not 551 (0.1 V steps; the slack is far below one step)."""
+
+
 def _finite(name: str, value: float) -> float:
     if math.isnan(value):
         raise ProtocolError(f"{name} is NaN")
+    return value
+
+
+def _finite_limit(name: str, value: float) -> float:
+    """A limit must be a real number: an infinite one is as unknown as a NaN."""
+    value = _finite(name, value)
+    if math.isinf(value):
+        raise ProtocolError(f"{name} is infinite")
     return value
 
 
@@ -178,6 +209,53 @@ def _clamped_raw(name: str, value: float, low: float, high: float, factor: int) 
     """Clamp into [low, high] (the SI's accepted range), then scale to the raw integer."""
     value = _finite(name, value)
     return round(min(max(value, low), high) * factor)
+
+
+def _current_limit_raw(name: str, value: float) -> int:
+    """0.1 A steps in 0-1200 A: clamping a current limit only ever lowers it (or stops it at 0)."""
+    return _clamped_raw(name, _finite_limit(name, value), *CURRENT_LIMIT_RANGE, 10)
+
+
+def _charge_voltage_raw(value: float) -> int:
+    """CVL in 0.1 V steps, rounded down and clamped down only.
+
+    Above the SI's maximum the maximum goes out: the pack is charged less, which is safe. Below
+    the minimum there is no safe nearest value, so :class:`UnsafeFrameValue` is raised: 41.0 V
+    instead of an 11-cell LiFePO4 pack's 40.2 V would overcharge it.
+    """
+    value = _finite_limit("charge_voltage", value)
+    low, high = CHARGE_VOLTAGE_RANGE
+    raw = math.floor(min(value, high) * 10 + _RAW_EPSILON) if value >= low - 1 else 0
+    if raw < round(low * 10):
+        raise UnsafeFrameValue(
+            "charge_voltage",
+            value,
+            f"below the Sunny Island's minimum of {low:g} V; sending {low:g} V would charge the "
+            "pack above its own charge voltage",
+        )
+    return raw
+
+
+def _discharge_voltage_raw(value: float) -> int:
+    """DVL in 0.1 V steps, rounded up and clamped up only.
+
+    The SI stops discharging below DVL. Below its minimum the minimum goes out: the SI stops
+    earlier than the pack would, which is safe. Above its maximum (DESIGN invariant 2: the
+    configuration only allows packs whose voltages fit) there is no safe nearest value: 48 V
+    would let the SI discharge the pack below its own cut-off, so :class:`UnsafeFrameValue` is
+    raised instead.
+    """
+    value = _finite_limit("discharge_voltage", value)
+    low, high = DISCHARGE_VOLTAGE_RANGE
+    raw = math.ceil(max(value, low) * 10 - _RAW_EPSILON) if value <= high + 1 else _U32_MAX
+    if raw > round(high * 10):
+        raise UnsafeFrameValue(
+            "discharge_voltage",
+            value,
+            f"above the Sunny Island's maximum of {high:g} V; sending {high:g} V would let it "
+            "discharge the pack below its own cut-off",
+        )
+    return raw
 
 
 def _s16_or_invalid(name: str, value: float | None, factor: int) -> int:
@@ -205,20 +283,24 @@ def encode_manufacturer(name: str) -> bytes:
 
 
 def encode_bms_frames(state: BmsFrameState) -> dict[int, bytes]:
-    """Build every BMS frame payload, keyed by CAN id, values clamped into the SI's ranges.
+    """Build every BMS frame payload, keyed by CAN id, every value inside the SI's ranges.
 
     0x351 CVL U16 0.1 V | CCL S16 0.1 A | DCL S16 0.1 A | DVL U16 0.1 V (8 bytes).
     0x355 SOC U16 1 % | SOH U16 1 % | HiResSOC U16 0.01 % (6 bytes: the documented fields only).
     0x356 voltage S16 0.01 V | current S16 0.1 A | temperature S16 0.1 degC (6 bytes).
     0x35A alarms U32 | warnings U32. 0x35E manufacturer, 8 ASCII bytes.
     0x35F battery type U16 | BMS version U16 | capacity U16 Ah | manufacturer id U16 (invalid).
+
+    The 0x351 limits move only toward safety (DESIGN invariant 2): CVL is rounded and clamped
+    down, never up; DVL rounded and clamped up, never down; CCL/DCL clamped into 0-1200 A. A CVL
+    below 41 V or a DVL above 48 V raises :class:`UnsafeFrameValue`; a NaN anywhere or an
+    infinite limit raises :class:`ProtocolError`. Either way the caller falls back to
+    :func:`safe_bms_frames` of the last frames it sent.
     """
-    cvl = _clamped_raw("charge_voltage", state.charge_voltage, *CHARGE_VOLTAGE_RANGE, 10)
-    ccl = _clamped_raw("charge_current_limit", state.charge_current_limit, *CURRENT_LIMIT_RANGE, 10)
-    dcl = _clamped_raw(
-        "discharge_current_limit", state.discharge_current_limit, *CURRENT_LIMIT_RANGE, 10
-    )
-    dvl = _clamped_raw("discharge_voltage", state.discharge_voltage, *DISCHARGE_VOLTAGE_RANGE, 10)
+    cvl = _charge_voltage_raw(state.charge_voltage)
+    ccl = _current_limit_raw("charge_current_limit", state.charge_current_limit)
+    dcl = _current_limit_raw("discharge_current_limit", state.discharge_current_limit)
+    dvl = _discharge_voltage_raw(state.discharge_voltage)
     soc = min(max(_finite("soc", state.soc), SOC_RANGE[0]), SOC_RANGE[1])
     capacity = min(max(round(_finite("capacity_ah", state.capacity_ah)), 0), _U16_MAX_VALID)
     return {
@@ -371,21 +453,41 @@ WARNING_BASE: Final = 936
 _ARRIVE_MASK: Final = 0x55555555
 _ITEMS: Final = tuple(AlarmItem)
 
+BMS_ITEMS: Final[frozenset[AlarmItem]] = frozenset(AlarmItem) - {
+    AlarmItem.RESERVED_14,
+    AlarmItem.RESERVED_15,
+    AlarmItem.GENERATOR,
+}
+"""The 13 items an external BMS may use; [SMA-TI 5.3] marks the other three "not to be used by
+the external BMS". The default set :func:`encode_alarm_bits` reports on in every frame."""
+
 
 def encode_alarm_bits(
-    active: Iterable[AlarmItem], previously_active: Iterable[AlarmItem] = ()
+    active: Iterable[AlarmItem],
+    previously_active: Iterable[AlarmItem] = (),
+    *,
+    evaluated: Iterable[AlarmItem] = BMS_ITEMS,
 ) -> int:
-    """32-bit word for one half of 0x35A: "arrives" for active items, "leaves" for those that left.
+    """32-bit word for one half of 0x35A: every evaluated item as "arrives" or "leaves", never 00.
 
-    [SMA-TI 7.1] writes the pair as (bit 0, bit 1) = (1, 0) for "raised" and (0, 1) for "cleared";
-    with bit 0 the low bit of the pair, an active item n sets ``1 << 2n`` and a cleared one
-    ``1 << (2n + 1)``. Items in both sets count as active.
+    [SMA-TI 7.1] gives each item two bits: "Bit 0 describes the raise of the alarm or warning
+    whereas the other bit (bit 1) describes the message leaving"; 00 and 11 mean no change. With
+    bit 0 the low bit of the pair, an active item n sets ``1 << 2n`` ("arrives"; General alarm =
+    0x00000001) and an inactive one ``1 << (2n + 1)`` ("leaves"; 0x00000002).
+
+    Why continuously (DESIGN invariant 8): the SI latches an alarm until it sees "leaves". A
+    "leaves" sent once and 00 afterwards is lost when the frame never makes it (a restart of the
+    BMS between two frames, a frame replaced in place before its slot) and the SI stays in fault
+    for good. So every item in ``evaluated`` that is not active is sent as "leaves" in every
+    frame. ``previously_active`` is kept for older callers: those items are sent as "leaves"
+    too when no longer active (they are already, when they are in ``evaluated``). Items in
+    ``active`` always count as active, evaluated or not.
     """
     active_set = frozenset(active)
     value = 0
     for item in active_set:
         value |= 1 << (2 * item)
-    for item in frozenset(previously_active) - active_set:
+    for item in (frozenset(evaluated) | frozenset(previously_active)) - active_set:
         value |= 2 << (2 * item)
     return value
 
@@ -400,6 +502,70 @@ def decode_alarm_bits(value: int) -> tuple[frozenset[AlarmItem], frozenset[Alarm
     arrived = frozenset(item for item in _ITEMS if arrived_bits >> (2 * item) & 1)
     left = frozenset(item for item in _ITEMS if left_bits >> (2 * item) & 1)
     return arrived, left
+
+
+# --- safe frames (DESIGN invariants 3, 6 and 7) ------------------------------------------------
+
+SAFE_WARNING: Final = AlarmItem.BMS_INTERNAL
+"""The 0x35A warning safe frames raise. [SMA-TI 7.2] W947 "BMS internal": every internal BMS
+problem not covered by a more specific item; a BMS whose controller no longer decides is one.
+It is the item the charge controller raises for a stale source, so the SI shows one code for
+"charging stopped because the BMS cannot judge the battery". A warning, not an alarm: an alarm
+would stop the SI, and with it the loads, although CCL 0 already protects the pack."""
+STEP_CURRENT: Final = 1.0
+"""CCL of the first step when the charge current is taken away on purpose (a stop), A: the SI
+ramps its charger down instead of cutting it, as solardirector does."""
+
+_CHARGE_LIMITS_INVALID: Final = _U16X4.pack(
+    INVALID_U16, _INVALID_S16_RAW, _INVALID_S16_RAW, INVALID_U16
+)
+
+
+def safe_bms_frames(
+    frames: Mapping[int, ByteData], *, charge_current_limit: float = 0.0
+) -> dict[int, bytes]:
+    """The safe version of the last BMS frames: no charging, SOC held, a warning raised.
+
+    * 0x351: CCL becomes ``charge_current_limit`` (default 0 A) or stays lower if it already
+      was; CVL, DCL and DVL stay as they were (the SI must not start discharging because a
+      voltage changed). A 0x351 shorter than 8 bytes is completed with the "invalid" markers.
+    * 0x35A: the :data:`SAFE_WARNING` warning arrives; alarms and the other warnings stay.
+    * every other id, 0x355 included (SOC held at the last value sent), is returned unchanged.
+
+    Works on bytes, not on a :class:`BmsFrameState`, so it also works when the state can no
+    longer be encoded (the reason for falling back to safe frames), and it never adds an id:
+    the result can replace the payloads of periodic tasks in place. Pure; raises ValueError for
+    a ``charge_current_limit`` outside 0-1200 A.
+    """
+    if not CURRENT_LIMIT_RANGE[0] <= charge_current_limit <= CURRENT_LIMIT_RANGE[1]:
+        raise ValueError(f"charge_current_limit {charge_current_limit} is outside 0-1200 A")
+    result = {key: bytes(data) for key, data in frames.items()}
+    limits = result.get(ID_CHARGE_LIMITS)
+    if limits is not None:
+        raw = bytearray(limits[:MAX_DLC] + _CHARGE_LIMITS_INVALID[len(limits) :])
+        (present,) = struct.unpack_from("<h", raw, 2)
+        # Negative (including the "invalid" marker, whose SI default is 0 A): counts as 0 A.
+        ccl = min(max(present, 0), math.floor(charge_current_limit * 10 + _RAW_EPSILON))
+        struct.pack_into("<h", raw, 2, ccl)
+        result[ID_CHARGE_LIMITS] = bytes(raw)
+    alarms = result.get(ID_ALARMS)
+    if alarms is not None:
+        raw = bytearray(alarms[:MAX_DLC].ljust(MAX_DLC, b"\x00"))
+        (warnings,) = struct.unpack_from("<I", raw, 4)
+        shift = 2 * SAFE_WARNING
+        warnings = (warnings & ~(3 << shift)) | (1 << shift)
+        struct.pack_into("<I", raw, 4, warnings)
+        result[ID_ALARMS] = bytes(raw)
+    return result
+
+
+def charge_current_limit_of(frames: Mapping[int, ByteData]) -> float | None:
+    """CCL carried by a 0x351 payload in ``frames``, A; None without one (or when invalid)."""
+    limits = frames.get(ID_CHARGE_LIMITS)
+    if limits is None or len(limits) < 4:
+        return None
+    (raw,) = struct.unpack_from("<h", limits, 2)
+    return None if raw == _INVALID_S16_RAW else raw / 10
 
 
 # --- SI broadcast frames -----------------------------------------------------------------------
@@ -596,24 +762,30 @@ def encode_si_frame(arbitration_id: int, values: Mapping[str, SiValue]) -> bytes
 
 __all__ = [
     "BMS_FRAME_IDS",
+    "BMS_ITEMS",
     "CHARGE_VOLTAGE_RANGE",
     "CURRENT_LIMIT_RANGE",
     "DISCHARGE_VOLTAGE_RANGE",
     "FAULT_SOC_TIMEOUT",
     "LIMITS_TIMEOUT",
     "MIN_PERIOD",
+    "SAFE_WARNING",
     "SEND_PERIOD",
     "SI_DEFAULTS",
     "SI_FRAME_IDS",
     "SOC_RANGE",
     "SOC_TIMEOUT",
+    "STEP_CURRENT",
     "WARNING_LIMITS_TIMEOUT",
     "AlarmItem",
     "BmsFrameState",
+    "UnsafeFrameValue",
+    "charge_current_limit_of",
     "decode_alarm_bits",
     "decode_bms_frame",
     "decode_si_frame",
     "encode_alarm_bits",
     "encode_bms_frames",
     "encode_si_frame",
+    "safe_bms_frames",
 ]
