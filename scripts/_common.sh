@@ -1,22 +1,22 @@
-# Shared helpers for scripts/*: locate the repository, a Python 3.13 and the project venv.
+# Shared helpers for scripts/*: locate the repository, a Python >= 3.14.2 and the project venv.
 # shellcheck shell=bash
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
+# The project's interpreter. Where the machine has no Python 3.14, it is a launcher that runs the
+# venv's Python inside a Debian sid chroot (scripts/setup builds both; see scripts/_chroot.sh).
 PY="$VENV/bin/python"
 
-find_python313() {
+# Prints a Python >= 3.14.2 found on this machine (PYTHON314, PATH, pyenv), or fails.
+find_python314() {
   local candidate
-  for candidate in "${PYTHON313:-}" python3.13 /root/.pyenv/versions/3.13.0/bin/python3.13 \
-      "$HOME/.pyenv/versions/3.13.0/bin/python3.13" /usr/local/bin/python3.13 /usr/bin/python3.13; do
+  for candidate in "${PYTHON314:-}" python3.14 python3 /usr/local/bin/python3.14 /usr/bin/python3.14 \
+      "$HOME"/.pyenv/versions/3.14*/bin/python3.14; do
     [ -n "$candidate" ] || continue
     if command -v "$candidate" >/dev/null 2>&1 \
-        && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+        && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 14, 2))' 2>/dev/null; then
       command -v "$candidate"
       return 0
     fi
-  done
-  for candidate in "$HOME"/.pyenv/versions/3.13*/bin/python3.13; do
-    [ -x "$candidate" ] && { echo "$candidate"; return 0; }
   done
   return 1
 }
@@ -26,7 +26,7 @@ ensure_setup() {
   local stamp="$VENV/.requirements.sha256"
   local want
   want=$(sha256sum "$ROOT/requirements_test.txt" | cut -d' ' -f1)
-  if [ ! -x "$PY" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  if [ ! -x "$PY" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c '' 2>/dev/null; then
     bash "$ROOT/scripts/setup"
   fi
 }
