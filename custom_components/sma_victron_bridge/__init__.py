@@ -46,7 +46,22 @@ async def async_setup_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> bo
     await runtime.async_start()
     entry.runtime_data = runtime
     await hass.config_entries.async_forward_entry_setups(entry, runtime.platforms)
-    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    started_with = dict(entry.data)
+
+    async def _async_entry_updated(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+        """Apply a changed entry: new connection data reloads; options apply live where they can.
+
+        This listener is the one place that schedules reloads (reconfigure and reauth flows only
+        update the entry), as Home Assistant asks of entries that have an update listener.
+        """
+        if dict(entry.data) != started_with:
+            hass.config_entries.async_schedule_reload(entry.entry_id)
+            return
+        if await entry.runtime_data.async_apply_options():
+            return
+        hass.config_entries.async_schedule_reload(entry.entry_id)
+
+    entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
     return True
 
 
@@ -66,10 +81,3 @@ async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> N
     if DeviceKind(entry.data[CONF_DEVICE]) is DeviceKind.VICTRON_BLE:
         module = await async_import_module(hass, f"{__name__}.devices.victron_ble")
         module.async_forget_simulated_scanner(hass, entry)
-
-
-async def _async_options_updated(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
-    """Apply changed options: live where the runtime can (a BMS must never stop), else reload."""
-    if await entry.runtime_data.async_apply_options():
-        return
-    await hass.config_entries.async_reload(entry.entry_id)

@@ -21,7 +21,6 @@ from homeassistant.config_entries import (
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import selector
 from homeassistant.helpers.service_info.usb import UsbServiceInfo
-import voluptuous as vol
 
 from .config_flow_ble import VictronBleFlow, VictronBleOptionsFlow, victron_ble_supports_options
 from .config_flow_kinds import (
@@ -52,9 +51,11 @@ from .flow_helpers import (
     SIMULATED_PREFIX,
     async_port_exists,
     async_port_options,
+    async_update_entry_and_abort,
     port_selector,
 )
 from .protocols.vedirect_fields import DeviceFamily
+from .schema import vol
 from .simulators.vedirect import VeDirectSimulator
 
 CONF_FAMILY = "family"
@@ -310,8 +311,8 @@ class BridgeConfigFlow(
         await self.async_set_unique_id(_unique_id(result, port))
         if result.serial_number is not None:
             self._abort_if_unique_id_mismatch(reason="wrong_device")
-        return self.async_update_reload_and_abort(
-            entry, unique_id=entry.unique_id, data_updates={CONF_PORT: port}
+        return async_update_entry_and_abort(
+            self, entry, unique_id=entry.unique_id, data_updates={CONF_PORT: port}
         )
 
 

@@ -19,7 +19,6 @@ from homeassistant.components import bluetooth
 from homeassistant.config_entries import ConfigEntry, ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import selector
-import voluptuous as vol
 
 from .const import CONF_ADDRESS, CONF_DEVICE, CONF_SIMULATED, DeviceKind
 from .devices.victron_ble import (
@@ -33,7 +32,7 @@ from .devices.victron_ble import (
     gatt_capable,
     model_name,
 )
-from .flow_helpers import SIMULATED_PREFIX
+from .flow_helpers import SIMULATED_PREFIX, async_update_entry_and_abort
 from .protocols import ProtocolError
 from .protocols.victron_ble import (
     MANUFACTURER_ID,
@@ -45,6 +44,7 @@ from .protocols.victron_ble import (
     parse_header,
     plausible,
 )
+from .schema import vol
 
 # How many advertisements with different nonces a key must decrypt, and how long to wait for
 # them (devices advertise about once a second; a single good one is accepted at the deadline).
@@ -307,8 +307,8 @@ class VictronBleFlow(ConfigFlow):
         if user_input is not None:
             key, error = await self._async_ble_try_key(address, user_input[CONF_KEY])
             if key is not None:
-                return self.async_update_reload_and_abort(
-                    entry, data_updates={CONF_KEY: key}, reason="key_updated"
+                return async_update_entry_and_abort(
+                    self, entry, data_updates={CONF_KEY: key}, reason="key_updated"
                 )
             errors["base"] = error
         return self.async_show_form(

@@ -12,7 +12,6 @@ from typing import Any
 
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.helpers import selector
-import voluptuous as vol
 
 from .const import (
     CONF_ADDRESS,
@@ -54,6 +53,7 @@ from .flow_helpers import (
     settings_schema,
 )
 from .protocols.bms_client import BmsProtocol
+from .schema import vol
 
 CONF_FAMILY = "family"
 # Options offer every charge threshold (the Sunny Island also has each as a number entity).

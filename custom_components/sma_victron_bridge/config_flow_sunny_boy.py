@@ -17,7 +17,6 @@ from typing import Any
 
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.helpers import selector
-import voluptuous as vol
 
 from .const import (
     CONF_DEVICE,
@@ -52,8 +51,10 @@ from .devices.sunny_boy_link import (
     normalize_bt_address,
     title_for,
 )
+from .flow_helpers import async_update_entry_and_abort
 from .protocols.sma_client import DeviceInfo as InverterInfo
 from .protocols.sma_transport import bluetooth_available
+from .schema import vol
 from .simulators.sunny_boy import SunnyBoySimulator
 
 SIMULATED_SPEEDWIRE = "simulated_speedwire"
@@ -283,7 +284,7 @@ class SunnyBoyFlow(ConfigFlow):
             else:
                 await self.async_set_unique_id(str(info.serial))
                 self._abort_if_unique_id_mismatch(reason="wrong_inverter")
-                return self.async_update_reload_and_abort(entry, data_updates=updates)
+                return async_update_entry_and_abort(self, entry, data_updates=updates)
         return self.async_show_form(
             step_id="sunny_boy_reauth",
             data_schema=vol.Schema(
@@ -328,7 +329,8 @@ class SunnyBoyFlow(ConfigFlow):
                 else:
                     await self.async_set_unique_id(str(info.serial))
                     self._abort_if_unique_id_mismatch(reason="wrong_inverter")
-                    return self.async_update_reload_and_abort(
+                    return async_update_entry_and_abort(
+                        self,
                         entry,
                         data_updates={**data, **_identity(info)},
                         reason="sunny_boy_reconfigured",

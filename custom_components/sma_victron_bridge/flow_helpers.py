@@ -6,12 +6,13 @@ import os
 from typing import Any
 
 from homeassistant.components import usb
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState, ConfigFlow, ConfigFlowResult
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import selector
 import serial.tools.list_ports
-import voluptuous as vol
 
 from .control.chemistry import ChargeSettings
+from .schema import vol
 
 PORT_MANUAL = "manual"
 SIMULATED_PREFIX = "simulated_"
@@ -107,3 +108,19 @@ def settings_errors(
         return settings.replace(**changes), {}
     except UnsafeSetting as err:
         return None, {err.field if err.field in changes else "base": "unsafe_setting"}
+
+
+def async_update_entry_and_abort(
+    flow: ConfigFlow, entry: ConfigEntry, **changes: Any
+) -> ConfigFlowResult:
+    """Save a reconfigured or reauthenticated entry and end the flow.
+
+    The entry's update listener reloads a loaded entry whose connection data changed (Home
+    Assistant wants the listener, not the flow, to schedule that reload). An entry that is not
+    loaded (waiting to retry, or stopped by a wrong password) has no listener: it is set up again
+    at once with the new data.
+    """
+    result = flow.async_update_and_abort(entry, **changes)
+    if entry.state in (ConfigEntryState.SETUP_RETRY, ConfigEntryState.SETUP_ERROR):
+        flow.hass.config_entries.async_schedule_reload(entry.entry_id)
+    return result

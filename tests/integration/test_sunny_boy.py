@@ -73,6 +73,7 @@ from custom_components.sma_victron_bridge.protocols.sma_bt import (
 from custom_components.sma_victron_bridge.protocols.sma_transport import bluetooth_available
 from custom_components.sma_victron_bridge.simulators.day_clock import shared_day_clock
 from custom_components.sma_victron_bridge.simulators.sunny_boy import SunnyBoySimulator
+from tests.integration.devices import find_device
 
 from .test_vedirect import entry_state, state_value, wait_for
 
@@ -369,7 +370,7 @@ async def test_states_equal_the_inverter(hass: HomeAssistant, inverter: Inverter
     assert state.attributes["state_class"] == "total_increasing"
     assert state.attributes["unit_of_measurement"] == "kWh"
     assert state.attributes["device_class"] == "energy"
-    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SERIAL)})
+    device = find_device(hass, SERIAL)
     assert device is not None
     assert (device.manufacturer, device.model, device.serial_number, device.sw_version) == (
         "SMA",
@@ -393,7 +394,7 @@ async def test_unknown_firmware_shows_none(hass: HomeAssistant, socket_enabled: 
     try:
         entry = sb_entry(port, sw_version="01.00.00.R")
         await setup(hass, entry)
-        device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SERIAL)})
+        device = find_device(hass, SERIAL)
         assert device is not None
         assert (device.model, device.sw_version) == ("SB 3000TL-21", None)
         assert entry.data["sw_version"] is None
@@ -423,7 +424,7 @@ async def test_inverter_asleep_then_awake(
     power = f"{SB}_ac_power"
     assert state_value(hass, power) == "2622"
     registry = dr.async_get(hass)
-    device = registry.async_get_device(identifiers={(DOMAIN, SERIAL)})
+    device = find_device(hass, SERIAL)
     assert device is not None
     registry.async_update_device(device.id, sw_version="01.00.00.R")
 
@@ -441,7 +442,7 @@ async def test_inverter_asleep_then_awake(
     await wait_for(hass, lambda: state_value(hass, power) == "2622", timeout=10)
     assert caplog.text.count(f"{TITLE} is back") == 1
     # The reconnect refreshed the firmware shown for the device.
-    device = registry.async_get_device(identifiers={(DOMAIN, SERIAL)})
+    device = find_device(hass, SERIAL)
     assert device is not None
     assert device.sw_version == "02.55.03.R"
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -926,8 +927,8 @@ async def test_plant_of_two_inverters(
         assert state_value(hass, f"{SB2}_yield_total") == str(expected.energy_total / 1000)
         assert state_value(hass, f"{SB2}_yield_total") != state_value(hass, f"{SB}_yield_total")
         devices = dr.async_get(hass)
-        first_device = devices.async_get_device(identifiers={(DOMAIN, SERIAL)})
-        second_device = devices.async_get_device(identifiers={(DOMAIN, SECOND)})
+        first_device = find_device(hass, SERIAL)
+        second_device = find_device(hass, SECOND)
         assert first_device is not None
         assert second_device is not None
         assert second_device.id != first_device.id
@@ -992,15 +993,20 @@ async def test_plant_member_before_the_platform_exists(hass: HomeAssistant) -> N
     member = PlantMember(Endpoint(0x0083, 2130000009), view)
     assert (view.model, view.title) == ("Sunny Boy", "Sunny Boy 2130000009")
     assert view.device_info.get("sw_version") is None
-    assert view.device_info.get("via_device") == (DOMAIN, SERIAL)
+    # The link to the entry's own inverter is made in the registry once both devices exist
+    # (the device info's via_device is deprecated).
+    assert "via_device" not in view.device_info
+    assert view.via == SERIAL
     assert view.descriptions(Platform.BINARY_SENSOR) == ()
     await view.async_start()
     await view.async_shutdown()
     assert view.diagnostics()["type_label"] is None
     assert sensor_platform(hass, entry) is None
     assert not async_add_member_entities(hass, entry, member)
-    async_update_member_device(hass, member)  # nothing known, no device: nothing to do
-    assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "2130000009")}) is None
+    async_update_member_device(
+        hass, entry.entry_id, member
+    )  # nothing known, no device: nothing to do
+    assert find_device(hass, "2130000009") is None
 
 
 async def test_plant_found_after_a_night_setup(hass: HomeAssistant, socket_enabled: None) -> None:
@@ -1016,7 +1022,7 @@ async def test_plant_found_after_a_night_setup(hass: HomeAssistant, socket_enabl
         sim.set_silent(False)
         await wait_for(hass, lambda: state_value(hass, f"{SB2}_ac_power") is not None, timeout=10)
         assert state_value(hass, f"{SB2}_ac_power") == str(second.state().ac_power)
-        assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SECOND)}) is not None
+        assert find_device(hass, SECOND) is not None
         # One inverter of the plant stays asleep: the other one is still read.
         runtime: Any = entry.runtime_data
         second.set_silent(True)

@@ -14,7 +14,6 @@ from homeassistant.const import (
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import device_registry as dr
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import (
@@ -22,10 +21,10 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.sma_victron_bridge.const import DOMAIN
 from custom_components.sma_victron_bridge.control.snapshot import BatterySnapshot
 from custom_components.sma_victron_bridge.devices import vedirect as vedirect_device
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
+from tests.integration.devices import find_device
 
 from .conftest import BMV_SERIAL, MPPT_SERIAL, vedirect_entry
 
@@ -86,7 +85,7 @@ async def test_mppt_states_follow_the_wire(
     # Battery monitor labels never appear on a charger.
     assert hass.states.get(f"{MPPT}_state_of_charge") is None
 
-    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, MPPT_SERIAL)})
+    device = find_device(hass, MPPT_SERIAL)
     assert device is not None
     assert device.manufacturer == "Victron Energy"
     assert device.model == "SmartSolar MPPT 75|15"

@@ -103,6 +103,7 @@ from custom_components.sma_victron_bridge.simulators.victron_ble import (
     FakeVictronGattPeer,
     VictronAdvertiser,
 )
+from tests.integration.devices import find_device
 
 VECTORS = json.loads(
     (Path(__file__).parents[3] / "shared" / "testdata" / "victron_ble.json").read_text()
@@ -151,7 +152,7 @@ def service_info(
         service_data={},
         service_uuids=[],
         source=source,
-        device=BLEDevice(address, None, {}, rssi),
+        device=BLEDevice(address, None, {}),
         advertisement=advertisement,
         connectable=connectable,
         time=bluetooth.MONOTONIC_TIME(),
@@ -349,7 +350,7 @@ async def test_discovery_key_checks_and_real_vector_entities(hass: HomeAssistant
     # Battery-monitor values never appear on a charger.
     assert hass.states.get(f"{sensor}_state_of_charge") is None
 
-    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SOLAR_ADDRESS)})
+    device = find_device(hass, SOLAR_ADDRESS)
     assert device is not None
     assert device.manufacturer == "Victron Energy"
     assert device.model == "BlueSolar MPPT 75/15"
@@ -1256,7 +1257,7 @@ async def test_gatt_polls_through_the_bleak_adapter(
     assert state(hass, "binary_sensor.solar_load_output") == "on"
     # Polled values replace the advert's where both have them.
     assert state(hass, "sensor.solar_battery_voltage") == str(first.values["battery_voltage"])
-    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, SOLAR_ADDRESS)})
+    device = find_device(hass, SOLAR_ADDRESS)
     assert device is not None
     assert device.sw_version == "1.65"
     # Keep-alives go out between polls.

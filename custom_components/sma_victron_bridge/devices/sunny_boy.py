@@ -52,6 +52,7 @@ from ..simulators.day_clock import shared_day_clock
 from ..simulators.sunny_boy import SunnyBoySimulator
 from . import sunny_boy_link as link_settings, sunny_boy_statistics as stats
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from .registry import async_entry_device
 from .simulation import sun_time_scale
 from .sunny_boy_entities import SENSORS
 from .sunny_boy_link import (
@@ -396,9 +397,7 @@ class SunnyBoyRuntime(DeviceRuntime):
         """A firmware update shows after a reconnect, without reloading the entry."""
         info = self.data.info
         registry = dr.async_get(self.hass)
-        device = registry.async_get_device(
-            identifiers={(DOMAIN, self.entry.unique_id or self.entry.entry_id)}
-        )
+        device = async_entry_device(self.hass, self.entry.entry_id, self._device_id)
         if info is None or device is None:
             return
         model = info.type_label or device.model
@@ -502,7 +501,7 @@ class SunnyBoyRuntime(DeviceRuntime):
             return False
         self._update_device_registry()
         for member in self.members.values():
-            async_update_member_device(self.hass, member)
+            async_update_member_device(self.hass, self.entry.entry_id, member)
         return True
 
     # ----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..protocols.sma_bt import Endpoint
 from ..runtime import BridgeConfigEntry
 from ..sensor import BridgeSensor, BridgeSensorEntityDescription
 from .base import DeviceRuntime, PushCoordinator
+from .registry import async_entry_device
 from .sunny_boy_entities import SENSORS
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class InverterView(DeviceRuntime):
         super().__init__()
         self._coordinator = coordinator
         self.serial = serial
-        self._via = via
+        self.via = via
         self._fallback_model = fallback_model
 
     @property
@@ -93,7 +94,6 @@ class InverterView(DeviceRuntime):
             name=self.title,
             serial_number=self.serial,
             sw_version=info.software_version if info else None,
-            via_device=(DOMAIN, self._via),
         )
 
     def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
@@ -160,11 +160,12 @@ def async_add_member_entities(
         if not new:
             return
         member.entity_keys.update(d.key for d in new)
-        entry.async_create_task(
-            hass,
-            platform.async_add_entities([BridgeSensor(view, d) for d in new]),
-            f"{DOMAIN} sunny boy {view.serial} entities",
-        )
+
+        async def _add() -> None:
+            await platform.async_add_entities([BridgeSensor(view, d) for d in new])
+            async_update_member_device(hass, entry.entry_id, member)
+
+        entry.async_create_task(hass, _add(), f"{DOMAIN} sunny boy {view.serial} entities")
 
     _add_new()
     if member.unsubscribe is None:
@@ -174,12 +175,21 @@ def async_add_member_entities(
 
 
 @callback
-def async_update_member_device(hass: HomeAssistant, member: PlantMember) -> None:
-    """Show a firmware or type label the inverter reports after a reconnect."""
-    info = member.view.data.info
+def async_update_member_device(hass: HomeAssistant, entry_id: str, member: PlantMember) -> None:
+    """Link the inverter to the entry's own one; show a firmware or type label it reports.
+
+    The link is set here rather than through the device info's ``via_device``, which HA
+    deprecated (2027.8) for a device id that only exists once the entry's inverter is registered.
+    """
     registry = dr.async_get(hass)
-    device = registry.async_get_device(identifiers={(DOMAIN, member.view.serial)})
-    if info is None or device is None:
+    device = async_entry_device(hass, entry_id, member.view.serial)
+    if device is None:
+        return
+    via = async_entry_device(hass, entry_id, member.view.via)
+    if via is not None and device.via_device_id != via.id:
+        device = registry.async_update_device(device.id, via_device_id=via.id) or device
+    info = member.view.data.info
+    if info is None:
         return
     model = info.type_label or device.model
     if (device.sw_version, device.model) != (info.software_version, model):

@@ -78,6 +78,7 @@ from ..runtime import BridgeConfigEntry
 from ..simulators.day_clock import demo_start_time_of_day
 from ..simulators.victron_ble import FakeSmartShuntPeer, FakeVictronGattPeer, VictronAdvertiser
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from .registry import async_entry_device
 from .simulation import sun_time_scale
 from .vedirect_registers import LOAD_OUTPUT_OPTIONS
 from .victron_ble_entities import BINARY_SENSORS, SELECTS, SENSORS
@@ -730,10 +731,9 @@ class VictronBleRuntime(DeviceRuntime):
         firmware = values.get("firmware")
         if isinstance(firmware, str) and firmware != self._firmware:
             self._firmware = firmware
-            registry = dr.async_get(self.hass)
-            device = registry.async_get_device(identifiers={(DOMAIN, self.address)})
+            device = async_entry_device(self.hass, self.entry.entry_id, self.address)
             if device is not None:
-                registry.async_update_device(device.id, sw_version=firmware)
+                dr.async_get(self.hass).async_update_device(device.id, sw_version=firmware)
         if data.gatt_state is not GattState.CONNECTED:
             _LOGGER.info("%s: GATT link up", self.entry.title)
             self._clear_gatt_issues()
