@@ -41,6 +41,7 @@ from custom_components.sma_victron_bridge.protocols.sma_can import (
 )
 from custom_components.sma_victron_bridge.simulators.sunny_island import (
     ARRIVALS_KEPT,
+    Rejection,
     SimulatedBattery,
     SunnyIslandSimulator,
 )
@@ -67,6 +68,7 @@ class Wire:
 
     def __init__(self) -> None:
         channel = f"si-test-{uuid.uuid4().hex}"
+        self.channel = channel
         self.si_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
         self.bms_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
         self.tasks: list[can.broadcastmanager.CyclicSendTaskABC] = []
@@ -272,7 +274,24 @@ async def test_out_of_range_values_keep_the_last_accepted(
     assert sim.accepted["charge_voltage"] == 56.2
     assert sim.accepted["discharge_voltage"] == 44.0
     assert sim.rejected == {"charge_voltage": 1, "discharge_voltage": 1}
+    assert [(r.arbitration_id, r.field, r.value) for r in sim.rejections] == [
+        (ID_CHARGE_LIMITS, "charge_voltage", 70.0),
+        (ID_CHARGE_LIMITS, "discharge_voltage", 50.0),
+    ]
+    assert all(isinstance(r, Rejection) for r in sim.rejections)
+    assert sim.rejections[0].timestamp == sim.received[ID_CHARGE_LIMITS][-1]
     assert sim.last_values[ID_CHARGE_LIMITS]["charge_voltage"] == 70.0
+    # What the SI works with, readable directly.
+    assert (sim.accepted_cvl, sim.accepted_ccl, sim.accepted_dcl, sim.accepted_dvl) == (
+        56.2,
+        20.0,
+        200.0,
+        44.0,
+    )
+    assert [value for _, value in sim.sent_values(ID_CHARGE_LIMITS, "charge_voltage")] == [
+        56.2,
+        70.0,
+    ]
     await asyncio.sleep(0.21)  # respect the 200 ms inhibit time
     # "Invalid" (0xFFFF / 0x8000) returns a field to its default: CVL 54 V, CCL 0 A.
     wire.send(ID_CHARGE_LIMITS, bytes.fromhex("ffff0080d007b801"))
@@ -311,6 +330,68 @@ async def test_alarm_and_warning_arrivals(
     assert await sim.wait_until(lambda: sim.fault is None, 1.0)
     assert fresh(sim.running)
     assert "F923 cleared" in [message for _, message in sim.events]
+
+
+def _alarm_frame(alarms: int, warnings: int = 0) -> bytes:
+    return alarms.to_bytes(4, "little") + warnings.to_bytes(4, "little")
+
+
+async def test_alarms_latch_until_they_leave_also_across_a_new_sender(
+    wire: Wire, make_sim: Callable[..., SunnyIslandSimulator]
+) -> None:
+    """[SMA-TI 7.1]: 00 and 11 change nothing; an alarm stays until "leaves" arrives.
+
+    A BMS that restarts and sends 00 for an item it no longer evaluates leaves the SI in fault;
+    one that sends "leaves" in every frame clears it.
+    """
+    sim = make_sim()
+    await sim.start()
+    wire.send(ID_ALARMS, _alarm_frame(encode_alarm_bits([AlarmItem.HIGH_TEMP], evaluated=())))
+    assert await sim.wait_until(lambda: sim.in_fault, 1.0)
+    assert sim.faults == {"F923"}
+    assert not fresh(sim.running)
+    assert not fresh(sim.can_charge)
+    assert not fresh(sim.can_discharge)
+
+    # A new sender on a new bus object of the same channel: nothing but 00, then 11.
+    other = can.Bus(interface="virtual", channel=wire.channel, receive_own_messages=False)
+
+    async def send_alarms(payload: bytes) -> None:
+        await asyncio.sleep(0.21)  # respect the 200 ms inhibit time
+        count = len(sim.received[ID_ALARMS])
+        other.send(can.Message(arbitration_id=ID_ALARMS, data=payload, is_extended_id=False))
+        assert await sim.wait_until(lambda: len(sim.received[ID_ALARMS]) > count, 1.0)
+
+    try:
+        for word in (0, 0xFFFFFFFF):
+            await send_alarms(_alarm_frame(word, word))
+            assert sim.faults == {"F923"}, hex(word)
+        # A second alarm adds to the first; then everything this BMS evaluates leaves.
+        await send_alarms(_alarm_frame(encode_alarm_bits([AlarmItem.CONTACTOR], evaluated=())))
+        assert sim.faults == {"F923", "F929"}
+        assert sim.fault == "F923"
+        await send_alarms(_alarm_frame(encode_alarm_bits([]), encode_alarm_bits([])))
+        assert not fresh(sim.in_fault)
+    finally:
+        other.shutdown()
+    assert sim.faults == frozenset()
+    assert fresh(sim.running)
+    assert fresh(sim.can_discharge)  # off-grid: DCL 0 A (the default) does not stop it
+    assert not fresh(sim.can_charge)  # CCL 0 A, the default
+    events = [message for _, message in sim.events]
+    assert events == ["F923 raised", "F929 raised", "F923 cleared", "F929 cleared"]
+    assert sim.min_interval_violations == 0
+
+
+async def test_faults_list_every_cause(
+    wire: Wire, make_sim: Callable[..., SunnyIslandSimulator]
+) -> None:
+    sim = make_sim(time_scale=600.0)  # F952 after 0.1 s without 0x355
+    await sim.start()
+    wire.send(ID_ALARMS, _alarm_frame(encode_alarm_bits([AlarmItem.SHORT_CIRCUIT])))
+    assert await sim.wait_until(lambda: sim.faults == {"F930", "F952"}, 1.0)
+    assert sim.fault == "F952"  # the timeout is reported first, as in 0x306
+    assert sim.accepted_soc == 0.0
 
 
 async def test_quick_stop_and_restart(
@@ -445,6 +526,41 @@ def test_charging_stops_at_cvl(wire: Wire) -> None:
     # Constant voltage: the current keeps the terminal voltage at CVL.
     assert 0.0 < battery.current < 100.0
     assert battery.voltage == pytest.approx(56.5, abs=0.01)
+
+
+def test_off_grid_only_an_alarm_or_dvl_stops_discharging(wire: Wire) -> None:
+    """[SMA-TI 1.2]: off-grid the loads come first, the DCL does not apply; an alarm stops the
+    SI, and below DVL it stands by. Grid-tied the same DCL 0 A keeps the battery untouched."""
+    sim = SunnyIslandSimulator(wire.si_bus, seed=1)
+    sim.set_load(2000.0)
+    sim.accepted["discharge_current_limit"] = 0.0
+    assert sim.accepted_dcl == 0.0
+    assert fresh(sim.can_discharge)
+    sim.step(1.0)
+    assert sim.battery.current < -30.0  # DCL 0 A, discharging anyway
+
+    sim.active_alarms.add(AlarmItem.LOW_VOLTAGE)
+    assert sim.faults == {"F922"}
+    assert not fresh(sim.can_discharge)
+    sim.step(1.0)
+    assert sim.battery.current == 0.0
+    sim.active_alarms.clear()
+
+    sim.accepted["discharge_voltage"] = 48.0
+    sim.battery.soc = 0.5  # OCV ~45 V, below DVL
+    assert not fresh(sim.can_discharge)
+    sim.step(1.0)
+    assert sim.battery.current == 0.0
+
+    sim.battery.soc = 50.0
+    sim.set_grid(True)
+    assert not fresh(sim.can_discharge)  # grid-tied: DCL 0 A holds
+    sim.step(1.0)
+    assert sim.battery.current == 0.0
+    sim.accepted["discharge_current_limit"] = 10.0
+    assert fresh(sim.can_discharge)
+    sim.accepted["charge_current_limit"] = 5.0
+    assert fresh(sim.can_charge)
 
 
 def test_grid_tied_self_consumption_respects_dcl(wire: Wire) -> None:

@@ -4,9 +4,13 @@ It exists so the BMS emulation can be tested end to end without an inverter. On 
 behaves as [SMA-TI] describes: it broadcasts 0x300-0x30A and 0x010 every ``interval``; it takes
 BMS values only inside the documented ranges (an out-of-range value leaves the last accepted one
 in place, an "invalid" marker restores the default); it raises F952 when 0x355 stays away for
-``bms_timeout`` and W952 for 0x351; 0x35A alarms put it into fault F920+n. It also records what
-a test needs to prove the BMS behaves: arrival times per id, the last decoded values, frames that
-came faster than the 200 ms inhibit time.
+``bms_timeout`` and W952 for 0x351; 0x35A alarms put it into fault F920+n. 0x35A items latch
+as on an SI: "arrives" raises an item, only "leaves" clears it, 00 and 11 change nothing - so an
+alarm stays active across a restart of the BMS (a new sender) until some frame says it left. It
+also records what a test needs to prove the BMS behaves: arrival times and decoded values per id,
+values it rejected as out of range, frames that came faster than the 200 ms inhibit time. What
+it works with is readable directly: :attr:`accepted_ccl` and friends, :attr:`faults`,
+:attr:`can_charge`, :attr:`can_discharge`.
 
 The power flows come from a small battery model: charging is limited by the accepted CCL and by
 the headroom to the accepted CVL (the SI does constant voltage itself), discharging by the DCL
@@ -151,6 +155,17 @@ class SimulatedBattery:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejection:
+    """A BMS value the SI ignored because it was outside the accepted range."""
+
+    timestamp: float
+    """The frame's bus timestamp, s."""
+    arbitration_id: int
+    field: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class PowerFlow:
     """One step of the simulated AC side, W (totals over all lines)."""
 
@@ -232,10 +247,15 @@ class SunnyIslandSimulator:
         newest ``ARRIVALS_KEPT``, so a simulator left running for days stays the same size."""
         self.last_values: dict[int, dict[str, BmsValue]] = {}
         """Last decoded content per BMS id, as sent (before range checks)."""
+        self.received_values: dict[int, deque[tuple[float, dict[str, BmsValue]]]] = {}
+        """(bus timestamp, decoded content) of every BMS frame per id, the newest
+        ``ARRIVALS_KEPT``: what went out when, e.g. the steps of a stop."""
         self.accepted: dict[str, float] = dict(SI_DEFAULTS)
         """The settings the SI works with: defaults until a BMS value inside the range arrives."""
         self.rejected: dict[str, int] = {}
         """Values the SI ignored because they were out of range, per field."""
+        self.rejections: deque[Rejection] = deque(maxlen=ARRIVALS_KEPT)
+        """Every value ignored as out of range, oldest first (bounded like the arrivals)."""
         self.active_alarms: set[AlarmItem] = set()
         self.active_warnings: set[AlarmItem] = set()
         self.alarm_arrivals = 0
@@ -340,12 +360,69 @@ class SunnyIslandSimulator:
 
     @property
     def fault(self) -> str | None:
-        """Active fault code ("F952", "F920".."F935") or None."""
+        """Active fault code ("F952", "F920".."F935") or None; the first of :attr:`faults`."""
         if self._soc_timed_out:
             return FAULT_SOC_TIMEOUT
         if self.active_alarms:
             return f"F{ALARM_FAULT_BASE + min(self.active_alarms)}"
         return None
+
+    @property
+    def faults(self) -> frozenset[str]:
+        """Every active fault: F952 and one F920+n per latched BMS alarm."""
+        codes = {f"F{ALARM_FAULT_BASE + item}" for item in self.active_alarms}
+        if self._soc_timed_out:
+            codes.add(FAULT_SOC_TIMEOUT)
+        return frozenset(codes)
+
+    @property
+    def in_fault(self) -> bool:
+        """The SI is in its fault state (standby) for a BMS alarm or the F952 timeout."""
+        return self.fault is not None
+
+    @property
+    def accepted_cvl(self) -> float:
+        """Charge voltage limit the SI works with, V."""
+        return self.accepted["charge_voltage"]
+
+    @property
+    def accepted_ccl(self) -> float:
+        """Charge current limit the SI works with, A (0 after F952 and until a BMS sends one)."""
+        return self.accepted["charge_current_limit"]
+
+    @property
+    def accepted_dcl(self) -> float:
+        """Discharge current limit the SI works with, A (honoured only while grid-tied)."""
+        return self.accepted["discharge_current_limit"]
+
+    @property
+    def accepted_dvl(self) -> float:
+        """Discharge voltage limit the SI works with, V: below it the SI stops."""
+        return self.accepted["discharge_voltage"]
+
+    @property
+    def accepted_soc(self) -> float:
+        """SOC the SI works with, %."""
+        return self.accepted["soc"]
+
+    @property
+    def can_charge(self) -> bool:
+        """Running with a charge current limit above 0 A."""
+        return self.running and self.accepted_ccl > 0.0
+
+    @property
+    def can_discharge(self) -> bool:
+        """Whether the SI would take energy out of the battery now (given a load).
+
+        Off-grid the loads come first and DCL is ignored [SMA-TI 1.2, 5.3]: only an alarm (a
+        fault), a quick stop or the battery below DVL stop discharging. Grid-tied the DCL
+        counts, unless CVL is below the battery voltage: then the SI discharges down to it.
+        """
+        if not self.running:
+            return False
+        if not self.grid_connected:
+            return True
+        return self.accepted_dcl > 0.0 or self.battery.open_circuit_voltage() > self.accepted_cvl
 
     @property
     def warnings(self) -> frozenset[str]:
@@ -384,6 +461,14 @@ class SunnyIslandSimulator:
         stamps = self.received.get(arbitration_id, ())
         return [later - earlier for earlier, later in itertools.pairwise(stamps)]
 
+    def sent_values(self, arbitration_id: int, key: str) -> list[tuple[float, BmsValue]]:
+        """(bus timestamp, value) of one field of every frame of one id, as sent, oldest first."""
+        return [
+            (stamp, values[key])
+            for stamp, values in self.received_values.get(arbitration_id, ())
+            if key in values
+        ]
+
     async def wait_until(self, predicate: Callable[[], bool], limit: float) -> bool:
         """Poll ``predicate`` every 10 ms for up to ``limit`` s; True once it holds."""
         loop = asyncio.get_running_loop()
@@ -406,7 +491,8 @@ class SunnyIslandSimulator:
             return
         if arbitration_id != ID_QUICK_STOP and arbitration_id not in BMS_FRAME_IDS:
             return
-        self._record_arrival(arbitration_id, msg.timestamp or time.time())
+        stamp = msg.timestamp or time.time()
+        self._record_arrival(arbitration_id, stamp)
         if arbitration_id == ID_QUICK_STOP:
             self.quick_stops += 1
             self._quick_stopped = True
@@ -418,10 +504,13 @@ class SunnyIslandSimulator:
             self.decode_errors += 1
             return
         self.last_values[arbitration_id] = values
+        self.received_values.setdefault(arbitration_id, deque(maxlen=ARRIVALS_KEPT)).append(
+            (stamp, values)
+        )
         if arbitration_id == ID_ALARMS:
             self._apply_alarm_words(values)
         else:
-            self._accept(values)
+            self._accept(arbitration_id, values, stamp)
         if arbitration_id == ID_SOC:
             if self._soc_timed_out:
                 self._soc_timed_out = False
@@ -439,7 +528,7 @@ class SunnyIslandSimulator:
             self.min_interval_violations += 1
         stamps.append(stamp)
 
-    def _accept(self, values: Mapping[str, BmsValue]) -> None:
+    def _accept(self, arbitration_id: int, values: Mapping[str, BmsValue], stamp: float) -> None:
         """Take each value inside its range; None restores the default; others are ignored."""
         for key, value in values.items():
             limits = _ACCEPTED_RANGES.get(key)
@@ -451,6 +540,8 @@ class SunnyIslandSimulator:
                 self.accepted[key] = float(value)
             else:
                 self.rejected[key] = self.rejected.get(key, 0) + 1
+                number = float(value) if isinstance(value, int | float) else math.nan
+                self.rejections.append(Rejection(stamp, arbitration_id, key, number))
 
     def _apply_alarm_words(self, values: Mapping[str, BmsValue]) -> None:
         alarms, warnings = values["alarms"], values["warnings"]
@@ -687,4 +778,4 @@ def _wander(rng: random.Random, jitter: float) -> float:
     return min(max(jitter * 0.9 + rng.gauss(0.0, 0.02), -0.1), 0.1)
 
 
-__all__ = ["PowerFlow", "SimulatedBattery", "SunnyIslandSimulator"]
+__all__ = ["PowerFlow", "Rejection", "SimulatedBattery", "SunnyIslandSimulator"]
