@@ -62,7 +62,10 @@ chroot_run() {
     esac
   done < <(env -0 | tr '\0' '\n' | grep -E '^[A-Za-z_][A-Za-z0-9_]*=' || true)
   local path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-  [ -d "$checkout/.venv/py/bin" ] && path="$checkout/.venv/py/bin:$path"
+  # A venv's Python first on PATH, as an activated venv would have it.
+  case "${1:-}" in
+    */bin/python) path="$(dirname "$1"):$path" ;;
+  esac
   exec unshare --mount --propagation private -- /bin/bash -c '
     set -e
     lib=$1 root=$2 checkout=$3 cwd=$4

@@ -1,7 +1,13 @@
 # Shared helpers for scripts/*: locate the repository, a Python >= 3.14.2 and the project venv.
 # shellcheck shell=bash
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# `scripts/setup min` makes .venv-min from requirements_min.txt: the oldest supported Home Assistant.
 VENV="$ROOT/.venv"
+REQUIREMENTS="$ROOT/requirements_test.txt"
+if [ "${SMA_VICTRON_BRIDGE_LEG:-}" = min ]; then
+  VENV="$ROOT/.venv-min"
+  REQUIREMENTS="$ROOT/requirements_min.txt"
+fi
 # The project's interpreter. Where the machine has no Python 3.14, it is a launcher that runs the
 # venv's Python inside a Debian sid chroot (scripts/setup builds both; see scripts/_chroot.sh).
 PY="$VENV/bin/python"
@@ -21,11 +27,16 @@ find_python314() {
   return 1
 }
 
-# Runs scripts/setup unless the venv already matches requirements_test.txt.
+# The fingerprint of what the venv was installed from.
+requirements_hash() {
+  cat "$REQUIREMENTS" "$ROOT/requirements_tools.txt" | sha256sum | cut -d' ' -f1
+}
+
+# Runs scripts/setup unless the venv already matches its requirements.
 ensure_setup() {
   local stamp="$VENV/.requirements.sha256"
   local want
-  want=$(sha256sum "$ROOT/requirements_test.txt" | cut -d' ' -f1)
+  want=$(requirements_hash)
   if [ ! -x "$PY" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c '' 2>/dev/null; then
     bash "$ROOT/scripts/setup"
   fi
