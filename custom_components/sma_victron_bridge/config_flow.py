@@ -18,7 +18,7 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     OptionsFlow,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.helpers import selector
 from homeassistant.helpers.service_info.usb import UsbServiceInfo
 
@@ -45,35 +45,47 @@ from .const import (
     FORWARD_NONE,
     DeviceKind,
 )
+from .devices.sunny_boy_link import TRANSPORT_BLUETOOTH, TRANSPORT_SPEEDWIRE
 from .devices.vedirect import ProbeError, ProbeResult, async_probe
+from .devices.victron_ble import SIMULATED_MODELS as SIMULATED_BLE_MODELS
 from .flow_helpers import (
     PORT_MANUAL,
-    SIMULATED_PREFIX,
     async_port_exists,
     async_port_options,
     async_update_entry_and_abort,
     port_selector,
 )
+from .protocols.bms_client import BmsProtocol
 from .protocols.vedirect_fields import DeviceFamily
 from .schema import vol
 from .simulators.vedirect import VeDirectSimulator
 
 CONF_FAMILY = "family"
-SIMULATED_MODELS: dict[str, Literal["mppt", "bmv"]] = {"mppt": "mppt", "bmv": "bmv"}
-
-
-async def _async_port_options(
-    hass: HomeAssistant, advanced: bool
-) -> list[selector.SelectOptionDict]:
-    simulated = (
-        {
-            model: f"Simulated {model.upper()} (built-in simulator, no hardware)"
-            for model in SIMULATED_MODELS
-        }
-        if advanced
-        else None
-    )
-    return await async_port_options(hass, simulated)
+CONF_SIMULATED_DEVICE = "simulated_device"
+STEP_SIMULATED = "simulated"
+SIMULATED_VEDIRECT: dict[str, Literal["mppt", "bmv"]] = {
+    "vedirect_mppt": "mppt",
+    "vedirect_bmv": "bmv",
+}
+SIMULATED_BMS: dict[str, BmsProtocol] = {
+    "serial_bms_jbd": BmsProtocol.JBD,
+    "serial_bms_daly": BmsProtocol.DALY,
+    "serial_bms_ant": BmsProtocol.ANT,
+}
+SIMULATED_SUNNY_ISLAND = "sunny_island"
+SIMULATED_BLE: dict[str, str] = {f"victron_ble_{name}": name for name in SIMULATED_BLE_MODELS}
+SIMULATED_SUNNY_BOY: dict[str, str] = {
+    "sunny_boy_speedwire": TRANSPORT_SPEEDWIRE,
+    "sunny_boy_bluetooth": TRANSPORT_BLUETOOTH,
+}
+SIMULATED_DEVICES: tuple[str, ...] = (
+    *SIMULATED_VEDIRECT,
+    *SIMULATED_BMS,
+    SIMULATED_SUNNY_ISLAND,
+    *SIMULATED_BLE,
+    *SIMULATED_SUNNY_BOY,
+)
+"""Every built-in simulator, as offered by the one "Simulated device" menu entry."""
 
 
 def _port_schema(
@@ -130,7 +142,11 @@ class BridgeConfigFlow(
         return config_entry.data.get(CONF_FAMILY) == DeviceFamily.MPPT.value
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Menu of the device kinds that work in this version."""
+        """Menu of the device kinds, and last the simulated devices for trying without hardware.
+
+        Simulators live in their own entry rather than in the port and device lists: a user
+        picking a port should only ever see real hardware.
+        """
         return self.async_show_menu(
             step_id="user",
             menu_options=[
@@ -139,7 +155,38 @@ class BridgeConfigFlow(
                 DeviceKind.SUNNY_ISLAND.value,
                 DeviceKind.SUNNY_BOY.value,
                 DeviceKind.VICTRON_BLE.value,
+                STEP_SIMULATED,
             ],
+        )
+
+    async def async_step_simulated(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Pick a built-in simulator; it is then set up by the same code as its real device."""
+        if user_input is not None:
+            choice: str = user_input[CONF_SIMULATED_DEVICE]
+            if choice in SIMULATED_VEDIRECT:
+                return await self._async_create_simulated(SIMULATED_VEDIRECT[choice])
+            if choice in SIMULATED_BMS:
+                return await self._async_create_simulated_bms(SIMULATED_BMS[choice])
+            if choice == SIMULATED_SUNNY_ISLAND:
+                return await self._async_start_simulated_si()
+            if choice in SIMULATED_BLE:
+                return await self._async_create_simulated_ble(SIMULATED_BLE[choice])
+            return await self._async_create_simulated_sunny_boy(SIMULATED_SUNNY_BOY[choice])
+        return self.async_show_form(
+            step_id=STEP_SIMULATED,
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_SIMULATED_DEVICE): selector.SelectSelector(
+                        selector.SelectSelectorConfig(
+                            options=list(SIMULATED_DEVICES),
+                            translation_key="simulated_device",
+                            mode=selector.SelectSelectorMode.DROPDOWN,
+                        )
+                    )
+                }
+            ),
         )
 
     # --- VE.Direct ---
@@ -147,19 +194,16 @@ class BridgeConfigFlow(
     async def async_step_vedirect(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Pick the serial port of a VE.Direct cable (or the built-in simulator)."""
+        """Pick the serial port of a VE.Direct cable."""
         errors: dict[str, str] = {}
         if user_input is not None:
             port = user_input[CONF_PORT]
             if port == PORT_MANUAL:
                 return await self.async_step_vedirect_manual()
-            if port.startswith(SIMULATED_PREFIX):
-                model = SIMULATED_MODELS[port.removeprefix(SIMULATED_PREFIX)]
-                return await self._async_create_simulated(model)
             result = await self._async_try_probe(port, errors)
             if result is not None:
                 return await self._async_finish(port, result)
-        options = await _async_port_options(self.hass, self.show_advanced_options)
+        options = await async_port_options(self.hass)
         return self.async_show_form(
             step_id="vedirect", data_schema=_port_schema(options), errors=errors
         )
@@ -260,21 +304,30 @@ class BridgeConfigFlow(
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Move an entry to another port; the device there must be the same device."""
+        """Move an entry to another port; the device there must be the same device.
+
+        Each kind has its own reconfigure steps; this one is VE.Direct's. A simulated device
+        has no connection to change (a Bluetooth one says so in its own words).
+        """
         entry = self._get_reconfigure_entry()
-        if entry.data.get(CONF_DEVICE) == DeviceKind.SUNNY_BOY:
-            return await self.async_step_sunny_boy_reconfigure()
-        if entry.data.get(CONF_DEVICE) == DeviceKind.VICTRON_BLE:
+        kind = entry.data.get(CONF_DEVICE)
+        if kind == DeviceKind.VICTRON_BLE:
             return await self.async_step_victron_ble_reconfigure()
         if entry.data.get(CONF_SIMULATED):
             return self.async_abort(reason="simulated_fixed")
+        if kind == DeviceKind.SUNNY_BOY:
+            return await self.async_step_sunny_boy_reconfigure()
+        if kind == DeviceKind.SERIAL_BMS:
+            return await self.async_step_serial_bms_reconfigure()
+        if kind == DeviceKind.SUNNY_ISLAND:
+            return await self.async_step_sunny_island_reconfigure()
         errors: dict[str, str] = {}
         if user_input is not None:
             port = user_input[CONF_PORT]
             if port == PORT_MANUAL:
                 return await self.async_step_reconfigure_manual()
             return await self._async_reconfigure_to(entry, port, errors, "reconfigure")
-        options = await _async_port_options(self.hass, advanced=False)
+        options = await async_port_options(self.hass)
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=_port_schema(options, entry.data.get(CONF_PORT)),
@@ -303,7 +356,7 @@ class BridgeConfigFlow(
         result = await self._async_try_probe(port, errors)
         if result is None:
             schema = (
-                _port_schema(await _async_port_options(self.hass, advanced=False), port)
+                _port_schema(await async_port_options(self.hass), port)
                 if step_id == "reconfigure"
                 else vol.Schema({vol.Required(CONF_PORT, default=port): str})
             )

@@ -32,7 +32,7 @@ from .devices.victron_ble import (
     gatt_capable,
     model_name,
 )
-from .flow_helpers import SIMULATED_PREFIX, async_update_entry_and_abort
+from .flow_helpers import async_update_entry_and_abort
 from .protocols import ProtocolError
 from .protocols.victron_ble import (
     MANUFACTURER_ID,
@@ -170,11 +170,9 @@ class VictronBleFlow(ConfigFlow):
     async def async_step_victron_ble(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Pick one of the Victron devices Home Assistant hears (or, advanced, a simulation)."""
+        """Pick one of the Victron devices Home Assistant hears (real ones only)."""
         if user_input is not None:
             choice: str = user_input[CONF_ADDRESS]
-            if choice.startswith(SIMULATED_PREFIX):
-                return await self._async_create_simulated_ble(choice.removeprefix(SIMULATED_PREFIX))
             info = bluetooth.async_last_service_info(self.hass, choice, connectable=False)
             header = None if info is None else victron_header(info)
             if header is None:
@@ -184,14 +182,6 @@ class VictronBleFlow(ConfigFlow):
             self._ble_address, self._ble_header = choice, header
             return await self.async_step_bluetooth_confirm()
         options = self._ble_device_options()
-        if self.show_advanced_options:
-            options += [
-                selector.SelectOptionDict(
-                    value=f"{SIMULATED_PREFIX}{name}",
-                    label=f"Simulated {model_name(model.model_id)} (no hardware)",
-                )
-                for name, model in SIMULATED_MODELS.items()
-            ]
         if not options:
             return self.async_abort(reason="no_devices_found")
         return self.async_show_form(
@@ -253,7 +243,10 @@ class VictronBleFlow(ConfigFlow):
         return (key, "") if error is None else (None, error)
 
     async def _async_create_simulated_ble(self, name: str) -> ConfigFlowResult:
-        """A simulated device with a random address and key, fed by the built-in advertiser."""
+        """A simulated device with a random address and key, fed by the built-in advertiser.
+
+        ``name`` is a key of ``SIMULATED_MODELS`` (offered by the "Simulated device" step).
+        """
         model = SIMULATED_MODELS[name]
         address = "C0:DE:" + ":".join(f"{byte:02X}" for byte in secrets.token_bytes(4))
         await self.async_set_unique_id(address)
@@ -320,7 +313,11 @@ class VictronBleFlow(ConfigFlow):
 
 
 class VictronBleOptionsFlow(OptionsFlow):
-    """The optional GATT link of a SmartSolar or SmartShunt (advanced mode, off by default)."""
+    """The optional GATT link of a SmartSolar or SmartShunt: shown to everyone, off by default.
+
+    The link holds one of the adapter's few connection slots for as long as it runs and stops
+    the device's advertisements meanwhile, so it is never on unless the owner turns it on.
+    """
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Options start here; the form has its own step id (and its own texts)."""
@@ -330,8 +327,6 @@ class VictronBleOptionsFlow(OptionsFlow):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Turn the GATT link on or off and set how often it polls."""
-        if not self.show_advanced_options:
-            return self.async_abort(reason="advanced_mode_required")
         if user_input is not None:
             return self.async_create_entry(
                 data={

@@ -10,7 +10,13 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
 from homeassistant.helpers import selector
 
 from .const import (
@@ -45,9 +51,9 @@ from .devices.sunny_island_entities import SETTING_ENTITIES
 from .devices.vedirect import ProbeError
 from .flow_helpers import (
     PORT_MANUAL,
-    SIMULATED_PREFIX,
     async_port_exists,
     async_port_options,
+    async_update_entry_and_abort,
     port_selector,
     settings_errors,
     settings_schema,
@@ -63,13 +69,7 @@ ALL_SETTINGS = tuple(
 )
 PROTOCOL_AUTO = "auto"
 DALY_ADDRESSES = {"64": "0x40 (RS485)", "128": "0x80 (UART/TTL)"}
-SIMULATED_BMS = {
-    "jbd": "Simulated JBD BMS",
-    "daly": "Simulated Daly BMS",
-    "ant": "Simulated ANT BMS",
-}
 INTERFACES = ("socketcan", "slcan", "gs_usb")
-INTERFACE_SIMULATED = "simulated"
 
 
 def _select(
@@ -94,6 +94,37 @@ def battery_sources(flow: ConfigFlow | OptionsFlow) -> list[selector.SelectOptio
     return sources
 
 
+def bms_unique_id(probe: BmsProbe, port: str) -> str:
+    """A BMS is keyed by protocol and serial number; one that never tells it, by its port."""
+    if probe.info.serial:
+        return f"{probe.protocol.value}:{probe.info.serial}"
+    return f"{probe.protocol.value}:{port}"
+
+
+def same_bms(entry: ConfigEntry, probe: BmsProbe) -> bool:
+    """Whether the BMS that answered is the one ``entry`` was set up for.
+
+    With a serial number that is certain. A BMS without one can only be told apart by what it
+    reports: the same protocol and the same number of cells.
+    """
+    if probe.protocol.value != entry.data.get(CONF_PROTOCOL):
+        return False
+    if probe.info.serial or entry.data.get(CONF_SERIAL_NUMBER):
+        return bms_unique_id(probe, "") == entry.unique_id
+    cells = len(probe.reading.cell_voltages) or probe.info.cell_count
+    return cells == entry.data.get(CONF_CELLS)
+
+
+def _interface_schema(default: str) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_CAN_INTERFACE, default=default): _select(
+                list(INTERFACES), translation_key="can_interface"
+            )
+        }
+    )
+
+
 class SerialBmsFlow(ConfigFlow):
     """Steps for a JBD/Daly/ANT BMS on a serial port."""
 
@@ -104,8 +135,6 @@ class SerialBmsFlow(ConfigFlow):
         errors: dict[str, str] = {}
         if user_input is not None:
             port = str(user_input[CONF_PORT]).strip()
-            if port.startswith(SIMULATED_PREFIX):
-                return await self._async_create_simulated_bms(port.removeprefix(SIMULATED_PREFIX))
             if port == PORT_MANUAL or not await async_port_exists(self.hass, port):
                 errors[CONF_PORT] = "port_not_found"
             else:
@@ -124,12 +153,9 @@ class SerialBmsFlow(ConfigFlow):
                 else:
                     address = probe.address if probe.address is not None else address
                     return await self._async_create_bms(port, probe, address, invert, None)
-        simulated = SIMULATED_BMS if self.show_advanced_options else None
         schema = vol.Schema(
             {
-                vol.Required(CONF_PORT): port_selector(
-                    await async_port_options(self.hass, simulated)
-                ),
+                vol.Required(CONF_PORT): port_selector(await async_port_options(self.hass)),
                 vol.Required(CONF_PROTOCOL, default=PROTOCOL_AUTO): _select(
                     [PROTOCOL_AUTO, *(p.value for p in BmsProtocol)],
                     translation_key="bms_protocol",
@@ -146,8 +172,8 @@ class SerialBmsFlow(ConfigFlow):
             errors=errors,
         )
 
-    async def _async_create_simulated_bms(self, name: str) -> ConfigFlowResult:
-        protocol = BmsProtocol(name)
+    async def _async_create_simulated_bms(self, protocol: BmsProtocol) -> ConfigFlowResult:
+        """Start the built-in BMS on a PTY and test it like real hardware."""
         serial_number = f"SIM{secrets.randbelow(10**6):06d}"
         simulator = create_simulator(protocol, serial_number)
         await simulator.start()
@@ -167,10 +193,8 @@ class SerialBmsFlow(ConfigFlow):
     ) -> ConfigFlowResult:
         if simulated_serial is not None:
             unique_id = f"simulated_bms_{simulated_serial}"
-        elif probe.info.serial:
-            unique_id = f"{probe.protocol.value}:{probe.info.serial}"
         else:
-            unique_id = f"{probe.protocol.value}:{port}"
+            unique_id = bms_unique_id(probe, port)
         await self.async_set_unique_id(unique_id)
         self._abort_if_unique_id_configured(updates={CONF_PORT: port} if port else None)
         title = probe.title if simulated_serial is None else f"Simulated {probe.title}"
@@ -189,6 +213,52 @@ class SerialBmsFlow(ConfigFlow):
             },
         )
 
+    async def async_step_serial_bms_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Move a BMS to another port: the BMS answering there must be this entry's BMS.
+
+        It is asked with the entry's own protocol and address, and the entry only changes once
+        it answered, so a wrong port never leaves the entry pointing at nothing.
+        """
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            port = str(user_input[CONF_PORT]).strip()
+            if port == PORT_MANUAL or not await async_port_exists(self.hass, port):
+                errors[CONF_PORT] = "port_not_found"
+            else:
+                address = entry.data.get(CONF_ADDRESS)
+                try:
+                    probe = await async_probe_bms(
+                        port,
+                        BmsProtocol(entry.data[CONF_PROTOCOL]),
+                        address=None if address is None else int(address),
+                        invert_current=bool(entry.data.get(CONF_INVERT_CURRENT, False)),
+                    )
+                except ProbeError as err:
+                    errors["base"] = err.reason
+                else:
+                    if not same_bms(entry, probe):
+                        return self.async_abort(reason="wrong_device")
+                    # The unique id stays, even a port-based one: the device and entity ids
+                    # are made from it, and the history of the entities must carry on.
+                    return async_update_entry_and_abort(self, entry, data_updates={CONF_PORT: port})
+        current = (user_input or {}).get(CONF_PORT) or entry.data.get(CONF_PORT)
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_PORT, default=current or vol.UNDEFINED): port_selector(
+                    await async_port_options(self.hass)
+                )
+            }
+        )
+        return self.async_show_form(
+            step_id="serial_bms_reconfigure",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders={"name": entry.title},
+        )
+
 
 class SunnyIslandFlow(ConfigFlow):
     """Steps for the Sunny Island BMS emulation: CAN interface, battery, battery source."""
@@ -201,26 +271,34 @@ class SunnyIslandFlow(ConfigFlow):
         """Pick how the computer is connected to the Sunny Island's CAN bus."""
         self._si = {}
         if user_input is not None:
-            interface = user_input[CONF_CAN_INTERFACE]
-            if interface == INTERFACE_SIMULATED:
-                token = secrets.token_hex(4)
-                self._si = {CONF_SIMULATED: True, CONF_CAN_INTERFACE: "virtual"}
-                await self.async_set_unique_id(f"sunny_island:simulated:{token}")
-                return await self.async_step_sunny_island_battery()
-            self._si = {CONF_CAN_INTERFACE: interface}
+            self._si = {CONF_CAN_INTERFACE: user_input[CONF_CAN_INTERFACE]}
             return await self.async_step_sunny_island_channel()
-        options = list(INTERFACES)
-        if self.show_advanced_options:
-            options.append(INTERFACE_SIMULATED)
         return self.async_show_form(
-            step_id="sunny_island",
-            data_schema=vol.Schema(
-                {
-                    vol.Required(CONF_CAN_INTERFACE, default="socketcan"): _select(
-                        options, translation_key="can_interface"
-                    )
-                }
-            ),
+            step_id="sunny_island", data_schema=_interface_schema("socketcan")
+        )
+
+    async def _async_start_simulated_si(self) -> ConfigFlowResult:
+        """A simulated Sunny Island on a private virtual bus; the battery is asked next."""
+        self._si = {CONF_SIMULATED: True, CONF_CAN_INTERFACE: "virtual"}
+        await self.async_set_unique_id(f"sunny_island:simulated:{secrets.token_hex(4)}")
+        return await self.async_step_sunny_island_battery()
+
+    async def async_step_sunny_island_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Pick the CAN interface the Sunny Island is reached through now; the channel is next.
+
+        The channel step listens for the Sunny Island on the new bus before anything is saved,
+        as when the entry was created.
+        """
+        entry = self._get_reconfigure_entry()
+        if user_input is not None:
+            self._si = {CONF_CAN_INTERFACE: user_input[CONF_CAN_INTERFACE]}
+            return await self.async_step_sunny_island_channel()
+        current = entry.data.get(CONF_CAN_INTERFACE)
+        return self.async_show_form(
+            step_id="sunny_island_reconfigure",
+            data_schema=_interface_schema(current if current in INTERFACES else "socketcan"),
         )
 
     async def async_step_sunny_island_channel(
@@ -245,16 +323,23 @@ class SunnyIslandFlow(ConfigFlow):
                 errors["base"] = err.reason
             else:
                 self._si.update({CONF_CAN_CHANNEL: channel, CONF_BITRATE: config.bitrate})
+                if self.source == SOURCE_RECONFIGURE:
+                    return self._async_move_si()
                 await self.async_set_unique_id(f"sunny_island:{interface}:{channel}")
                 self._abort_if_unique_id_configured()
                 return await self.async_step_sunny_island_battery()
         channel_field: Any
+        default: str | None
         if interface == "slcan":
             channel_field = port_selector(await async_port_options(self.hass))
             default = None
         else:
             channel_field = str
             default = "can0" if interface == "socketcan" else "0"
+        if self.source == SOURCE_RECONFIGURE:
+            entry = self._get_reconfigure_entry()
+            if entry.data.get(CONF_CAN_INTERFACE) == interface:
+                default = entry.data.get(CONF_CAN_CHANNEL) or default
         return self.async_show_form(
             step_id="sunny_island_channel",
             data_schema=vol.Schema(
@@ -262,6 +347,33 @@ class SunnyIslandFlow(ConfigFlow):
             ),
             description_placeholders={"interface": interface},
             errors=errors,
+        )
+
+    def _async_move_si(self) -> ConfigFlowResult:
+        """Save the new CAN connection of a reconfigured entry (its listener reloads it).
+
+        The unique id stays as it was, though it names the first bus: the device and entity
+        ids are made from it. Another entry on the new bus is found by its data instead.
+        """
+        entry = self._get_reconfigure_entry()
+        bus = (self._si[CONF_CAN_INTERFACE], self._si[CONF_CAN_CHANNEL])
+        for other in self._async_current_entries(include_ignore=False):
+            if (
+                other.entry_id != entry.entry_id
+                and (
+                    other.data.get(CONF_CAN_INTERFACE),
+                    other.data.get(CONF_CAN_CHANNEL),
+                )
+                == bus
+            ):
+                return self.async_abort(reason="already_configured")
+        return async_update_entry_and_abort(
+            self,
+            entry,
+            data_updates={
+                key: self._si[key] for key in (CONF_CAN_INTERFACE, CONF_CAN_CHANNEL, CONF_BITRATE)
+            },
+            reason="sunny_island_reconfigured",
         )
 
     async def async_step_sunny_island_battery(

@@ -57,8 +57,6 @@ from .protocols.sma_transport import bluetooth_available
 from .schema import vol
 from .simulators.sunny_boy import SunnyBoySimulator
 
-SIMULATED_SPEEDWIRE = "simulated_speedwire"
-SIMULATED_BLUETOOTH = "simulated_bluetooth"
 SIMULATED_SERIAL_BASE = 2_130_000_000
 
 
@@ -155,18 +153,12 @@ class SunnyBoyFlow(ConfigFlow):
         errors: dict[str, str] = {}
         if user_input is not None:
             transport = user_input[CONF_TRANSPORT]
-            if transport in (SIMULATED_SPEEDWIRE, SIMULATED_BLUETOOTH):
-                return await self._async_create_simulated_sunny_boy(
-                    TRANSPORT_BLUETOOTH if transport == SIMULATED_BLUETOOTH else TRANSPORT_SPEEDWIRE
-                )
             if transport == TRANSPORT_SPEEDWIRE:
                 return await self.async_step_sunny_boy_speedwire()
             if bluetooth_available():
                 return await self.async_step_sunny_boy_bluetooth()
             errors["base"] = "bluetooth_unavailable"
         options = [TRANSPORT_BLUETOOTH, TRANSPORT_SPEEDWIRE]
-        if self.show_advanced_options:
-            options += [SIMULATED_SPEEDWIRE, SIMULATED_BLUETOOTH]
         return self.async_show_form(
             step_id="sunny_boy",
             data_schema=vol.Schema(
@@ -230,7 +222,11 @@ class SunnyBoyFlow(ConfigFlow):
         )
 
     async def _async_create_simulated_sunny_boy(self, transport: str) -> ConfigFlowResult:
-        """Start the built-in inverter and log on to it like to a real one."""
+        """Start the built-in inverter and log on to it like to a real one.
+
+        ``transport`` is how the entry reaches it afterwards: over Speedwire, or over a simulated
+        Bluetooth link (offered by the "Simulated device" step).
+        """
         serial = SIMULATED_SERIAL_BASE + secrets.randbelow(10**6)
         simulator = SunnyBoySimulator(serial=serial, seed=serial)
         try:

@@ -15,7 +15,6 @@ from .control.chemistry import ChargeSettings
 from .schema import vol
 
 PORT_MANUAL = "manual"
-SIMULATED_PREFIX = "simulated_"
 
 # The charge settings offered in options flows (all of them are also number entities).
 OPTION_SETTINGS: tuple[tuple[str, float, str], ...] = (
@@ -49,15 +48,15 @@ def list_serial_ports() -> dict[str, str]:
     return ports
 
 
-async def async_port_options(
-    hass: HomeAssistant, simulated: dict[str, str] | None = None
-) -> list[selector.SelectOptionDict]:
-    """Serial ports with their USB names, a manual entry and (advanced) simulated devices."""
+async def async_port_options(hass: HomeAssistant) -> list[selector.SelectOptionDict]:
+    """The serial ports with their USB names, and a manual entry.
+
+    Only real ports: simulated devices have their own menu entry, so that nobody mistakes one
+    for hardware in a port list.
+    """
     ports = await hass.async_add_executor_job(list_serial_ports)
     options = [selector.SelectOptionDict(value=path, label=name) for path, name in ports.items()]
     options.append(selector.SelectOptionDict(value=PORT_MANUAL, label="Enter the path manually"))
-    for key, label in (simulated or {}).items():
-        options.append(selector.SelectOptionDict(value=f"{SIMULATED_PREFIX}{key}", label=label))
     return options
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from homeassistant.config_entries import SOURCE_USB, SOURCE_USER, ConfigEntryState
+import can
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    SOURCE_USB,
+    SOURCE_USER,
+    ConfigEntryState,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers.service_info.usb import UsbServiceInfo
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sma_victron_bridge.const import (
@@ -20,16 +29,30 @@ from custom_components.sma_victron_bridge.const import (
     CONF_STALE_AFTER,
     DOMAIN,
 )
+from custom_components.sma_victron_bridge.simulators.slcan import SlcanAdapter
+from custom_components.sma_victron_bridge.simulators.sunny_island import SunnyIslandSimulator
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
 from .conftest import BMV_SERIAL, MPPT_SERIAL, vedirect_entry
+from .test_vedirect import wait_for
+
+EN = json.loads(
+    (
+        Path(__file__).parents[2]
+        / "custom_components"
+        / "sma_victron_bridge"
+        / "translations"
+        / "en.json"
+    ).read_text()
+)
 
 
 def select_values(result: Any, key: str) -> list[str]:
     """The option values a select field of a form offers."""
     schema = result["data_schema"]
     assert schema is not None
-    return [option["value"] for option in schema.schema[key].config["options"]]
+    options = schema.schema[key].config["options"]
+    return [option if isinstance(option, str) else option["value"] for option in options]
 
 
 async def _start_manual(hass: HomeAssistant) -> str:
@@ -41,6 +64,7 @@ async def _start_manual(hass: HomeAssistant) -> str:
         "sunny_island",
         "sunny_boy",
         "victron_ble",
+        "simulated",
     ]
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "vedirect"}
@@ -126,38 +150,98 @@ async def test_device_without_serial_text_uses_hex_serial(
     assert await hass.config_entries.async_unload(result["result"].entry_id)
 
 
-async def test_simulated_device_only_in_advanced_mode(hass: HomeAssistant) -> None:
+async def start_simulated(hass: HomeAssistant, device: str) -> dict[str, Any]:
+    """Menu → "Simulated device" → ``device``: the flow's result after that choice."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert "simulated" in result["menu_options"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "simulated"}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "simulated"
+    return dict(
+        await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"simulated_device": device}
+        )
+    )
+
+
+async def test_simulated_step_offers_every_simulator(hass: HomeAssistant) -> None:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "vedirect"}
+        result["flow_id"], {"next_step_id": "simulated"}
     )
-    values = select_values(result, CONF_PORT)
-    assert "simulated_mppt" not in values
+    assert select_values(result, "simulated_device") == [
+        "vedirect_mppt",
+        "vedirect_bmv",
+        "serial_bms_jbd",
+        "serial_bms_daly",
+        "serial_bms_ant",
+        "sunny_island",
+        "victron_ble_solar",
+        "victron_ble_battery_monitor",
+        "victron_ble_dcdc",
+        "victron_ble_inverter",
+        "victron_ble_ve_bus",
+        "sunny_boy_speedwire",
+        "sunny_boy_bluetooth",
+    ]
+    options = EN["selector"]["simulated_device"]["options"]
+    assert set(options) == set(select_values(result, "simulated_device"))
+    assert EN["config"]["step"]["user"]["menu_options"]["simulated"] == (
+        "Simulated device (try without hardware)"
+    )
 
-    result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_USER, "show_advanced_options": True}
-    )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "vedirect"}
-    )
-    values = select_values(result, CONF_PORT)
-    assert {"simulated_mppt", "simulated_bmv", "manual"} <= set(values)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_PORT: "simulated_mppt"}
-    )
+
+async def test_real_pickers_never_list_simulators(hass: HomeAssistant) -> None:
+    """The harness's default context, where deprecated advanced mode would count as on."""
+
+    async def form(step: str, *inputs: dict[str, Any]) -> Any:
+        result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"next_step_id": step}
+        )
+        for user_input in inputs:
+            result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+        return result
+
+    def real(values: list[str]) -> None:
+        assert values
+        assert not [value for value in values if "simulat" in value], values
+
+    real(select_values(await form("vedirect"), CONF_PORT))
+    real(select_values(await form("serial_bms"), CONF_PORT))
+    assert select_values(await form("sunny_island"), "can_interface") == [
+        "socketcan",
+        "slcan",
+        "gs_usb",
+    ]
+    real(select_values(await form("sunny_island", {"can_interface": "slcan"}), "can_channel"))
+    assert select_values(await form("sunny_boy"), "transport") == ["bluetooth", "speedwire"]
+    for selector in ("can_interface", "sunny_boy_transport"):
+        real(list(EN["selector"][selector]["options"]))
+
+
+@pytest.mark.parametrize(("device", "family"), [("vedirect_mppt", "mppt"), ("vedirect_bmv", "bmv")])
+async def test_simulated_vedirect_devices(hass: HomeAssistant, device: str, family: str) -> None:
+    result = await start_simulated(hass, device)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["title"].startswith("Simulated SmartSolar MPPT 75|15 HQSIM")
-    assert result["data"][CONF_SIMULATED] == "mppt"
+    assert result["data"][CONF_SIMULATED] == family
     entry = result["result"]
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    state = hass.states.get(
-        "sensor.simulated_smartsolar_mppt_75_15_"
-        + entry.data[CONF_SERIAL_NUMBER].lower()
-        + "_battery_voltage"
-    )
-    assert state is not None
-    assert 10.0 < float(state.state) < 16.0
+    if family == "mppt":
+        assert result["title"].startswith("Simulated SmartSolar MPPT 75|15 HQSIM")
+        state = hass.states.get(
+            "sensor.simulated_smartsolar_mppt_75_15_"
+            + entry.data[CONF_SERIAL_NUMBER].lower()
+            + "_battery_voltage"
+        )
+        assert state is not None
+        assert 10.0 < float(state.state) < 16.0
+    else:
+        assert result["title"].startswith("Simulated BMV-712")
+        assert result["data"]["family"] == "battery_monitor"
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -228,13 +312,20 @@ async def test_usb_discovery_of_silent_device_aborts(
     assert result["reason"] == "no_answer"
 
 
+async def setup_waiting_for_port(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Set up an entry whose port is gone: it waits to retry, as after the cable moved."""
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+
+
 async def test_reconfigure_to_new_port(hass: HomeAssistant, mppt_sim: VeDirectSimulator) -> None:
     entry = MockConfigEntry(
         domain=DOMAIN,
         unique_id=MPPT_SERIAL,
         data={"device": "vedirect", CONF_PORT: "/dev/old-port", "family": "mppt"},
     )
-    entry.add_to_hass(hass)
+    await setup_waiting_for_port(hass, entry)
     result = await entry.start_reconfigure_flow(hass)
     assert result["step_id"] == "reconfigure"
     result = await hass.config_entries.flow.async_configure(
@@ -359,7 +450,7 @@ async def test_reconfigure_from_the_picker(
         unique_id=MPPT_SERIAL,
         data={"device": "vedirect", CONF_PORT: "/dev/old-port", "family": "mppt"},
     )
-    entry.add_to_hass(hass)
+    await setup_waiting_for_port(hass, entry)
     result = await entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_PORT: "/dev/gone"}
@@ -372,3 +463,82 @@ async def test_reconfigure_from_the_picker(
     assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_reconfigure_sunny_island_to_another_can_adapter(hass: HomeAssistant) -> None:
+    """Two slcan adapters, each with a Sunny Island behind: the entry moves to the second."""
+    hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})
+    adapters = [SlcanAdapter(f"sma-victron-reconfigure-{n}") for n in (1, 2)]
+    buses = [can.Bus(interface="virtual", channel=f"sma-victron-reconfigure-{n}") for n in (1, 2)]
+    islands = [SunnyIslandSimulator(bus) for bus in buses]
+    for adapter, island in zip(adapters, islands, strict=True):
+        await adapter.start()
+        await island.start()
+    first, second = islands
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Sunny Island",
+        unique_id=f"sunny_island:slcan:{adapters[0].port}",
+        data={
+            "device": "sunny_island",
+            "can_interface": "slcan",
+            "can_channel": adapters[0].port,
+            "bitrate": 500000,
+            "chemistry": "lifepo4",
+            "cells": 16,
+            "capacity_ah": 280.0,
+            "source": "entities",
+            "source_soc_entity": "sensor.house_battery_soc",
+        },
+    )
+    try:
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        await wait_for(hass, lambda: first.accepted["soc"] == 55.0, timeout=10)
+        assert not second.received.get(0x355)  # nothing on the second bus yet
+
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
+        )
+        assert result["step_id"] == "sunny_island_reconfigure"
+        assert select_values(result, "can_interface") == ["socketcan", "slcan", "gs_usb"]
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"can_interface": "slcan"}
+        )
+        assert result["step_id"] == "sunny_island_channel"
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"can_channel": "/dev/no-such-adapter"}
+        )
+        assert result["errors"] == {"base": "cannot_open"}
+        assert entry.data["can_channel"] == adapters[0].port
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"can_channel": adapters[1].port}
+        )
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "sunny_island_reconfigured"
+        assert entry.data["can_channel"] == adapters[1].port
+        # The entry reloads and is the BMS of the Sunny Island behind the second adapter.
+        await wait_for(hass, lambda: second.accepted["soc"] == 55.0, timeout=10)
+        assert entry.state is ConfigEntryState.LOADED
+        assert entry.unique_id == f"sunny_island:slcan:{adapters[0].port}"
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        for adapter, island, bus in zip(adapters, islands, buses, strict=True):
+            await island.stop()
+            bus.shutdown()
+            await adapter.stop()
+
+
+async def test_reconfigure_simulated_sunny_island_and_bms_abort(hass: HomeAssistant) -> None:
+    for data in (
+        {"device": "sunny_island", "simulated": True, "can_interface": "virtual"},
+        {"device": "serial_bms", "simulated": True, "port": "", "protocol": "jbd"},
+    ):
+        entry = MockConfigEntry(domain=DOMAIN, data=data)
+        entry.add_to_hass(hass)
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
+        )
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "simulated_fixed"

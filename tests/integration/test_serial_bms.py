@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -22,6 +22,7 @@ from custom_components.sma_victron_bridge.simulators.bms import (
     JbdSimulator,
 )
 
+from .test_config_flow import start_simulated
 from .test_vedirect import state_value, wait_for
 
 PACK = "sensor.pack"
@@ -76,10 +77,8 @@ async def setup(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     assert entry.state is ConfigEntryState.LOADED
 
 
-async def _start_flow(hass: HomeAssistant, advanced: bool = False) -> dict[str, Any]:
-    result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_USER, "show_advanced_options": advanced}
-    )
+async def _start_flow(hass: HomeAssistant) -> dict[str, Any]:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert "serial_bms" in result["menu_options"]
     return dict(
         await hass.config_entries.flow.async_configure(
@@ -122,20 +121,119 @@ async def test_flow_detects_protocol_and_names_the_bms(
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def test_flow_simulated_bms_in_advanced_mode(hass: HomeAssistant) -> None:
-    result = await _start_flow(hass, advanced=True)
-    result = dict(
-        await hass.config_entries.flow.async_configure(
-            result["flow_id"], {"port": "simulated_daly", "protocol": "auto"}
-        )
-    )
+@pytest.mark.parametrize("protocol", ["jbd", "daly", "ant"])
+async def test_flow_simulated_bms_from_the_simulated_step(
+    hass: HomeAssistant, protocol: str
+) -> None:
+    result = await start_simulated(hass, f"serial_bms_{protocol}")
     assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"].startswith("Simulated ")
     assert result["data"]["simulated"] is True
-    assert result["data"]["protocol"] == "daly"
+    assert result["data"]["protocol"] == protocol
+    assert result["data"]["port"] == ""
     entry = result["result"]
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     assert await hass.config_entries.async_unload(entry.entry_id)
+    # A simulated BMS has no port to move to.
+    result = dict(
+        await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
+        )
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "simulated_fixed"
+
+
+def _jbd(soc: float, serial_number: str | None = None) -> JbdSimulator:
+    sim = JbdSimulator(
+        cells=16, capacity_ah=280.0, frozen=True, seed=3, serial_number=serial_number
+    )
+    sim.cell_voltages = list(CELLS)
+    sim.soc = soc
+    return sim
+
+
+async def test_reconfigure_moves_the_bms_to_its_new_port(
+    hass: HomeAssistant, jbd_sim: JbdSimulator
+) -> None:
+    entry = bms_entry(jbd_sim, "jbd")
+    await setup(hass, entry)
+    assert state_value(hass, f"{PACK}_state_of_charge") == "64.0"
+    # The same BMS (same serial number) on another port, telling another state of charge.
+    moved = _jbd(51.0, jbd_sim.serial_number)
+    other = _jbd(30.0, "OTHERBMS01")
+    await moved.start()
+    await other.start()
+    try:
+        result = dict(await entry.start_reconfigure_flow(hass))
+        assert result["step_id"] == "serial_bms_reconfigure"
+        flow_id = result["flow_id"]
+        result = dict(
+            await hass.config_entries.flow.async_configure(flow_id, {"port": "/dev/no-such-bms"})
+        )
+        assert result["errors"] == {"port": "port_not_found"}
+        moved.set_silent(True)
+        result = dict(await hass.config_entries.flow.async_configure(flow_id, {"port": moved.port}))
+        assert result["errors"] == {"base": "no_answer"}
+        moved.set_silent(False)
+        result = dict(await hass.config_entries.flow.async_configure(flow_id, {"port": other.port}))
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "wrong_device"
+        assert entry.data["port"] == jbd_sim.port
+
+        result = dict(await entry.start_reconfigure_flow(hass))
+        result = dict(
+            await hass.config_entries.flow.async_configure(result["flow_id"], {"port": moved.port})
+        )
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "reconfigure_successful"
+        assert entry.data["port"] == moved.port
+        assert entry.unique_id == f"jbd:{jbd_sim.serial_number}"
+        # The entry reloads and reads the BMS on its new port.
+        await wait_for(hass, lambda: state_value(hass, f"{PACK}_state_of_charge") == "51.0")
+        assert entry.state is ConfigEntryState.LOADED
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await moved.stop()
+        await other.stop()
+
+
+async def test_reconfigure_of_a_bms_without_serial_number(hass: HomeAssistant) -> None:
+    """ANT packs never tell a serial number: the protocol and cell count must match."""
+    first = AntSimulator(cells=16, frozen=True, seed=4)
+    moved = AntSimulator(cells=16, frozen=True, seed=4)
+    smaller = AntSimulator(cells=8, frozen=True, seed=4)
+    for sim in (first, moved, smaller):
+        await sim.start()
+    moved.soc = 42.0
+    try:
+        entry = bms_entry(first, "ant")
+        entry.add_to_hass(hass)
+        hass.config_entries.async_update_entry(
+            entry, unique_id=f"ant:{first.port}", data={**entry.data, "serial_number": None}
+        )
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        result = dict(await entry.start_reconfigure_flow(hass))
+        result = dict(
+            await hass.config_entries.flow.async_configure(
+                result["flow_id"], {"port": smaller.port}
+            )
+        )
+        assert result["reason"] == "wrong_device"
+        result = dict(await entry.start_reconfigure_flow(hass))
+        result = dict(
+            await hass.config_entries.flow.async_configure(result["flow_id"], {"port": moved.port})
+        )
+        assert result["reason"] == "reconfigure_successful"
+        # The unique id (device and entity ids are made from it) stays.
+        assert entry.unique_id == f"ant:{first.port}"
+        await wait_for(hass, lambda: state_value(hass, f"{PACK}_state_of_charge") == "42.0")
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        for sim in (first, moved, smaller):
+            await sim.stop()
 
 
 async def test_jbd_states(hass: HomeAssistant, jbd_sim: JbdSimulator) -> None:

@@ -75,6 +75,7 @@ from custom_components.sma_victron_bridge.simulators.day_clock import shared_day
 from custom_components.sma_victron_bridge.simulators.sunny_boy import SunnyBoySimulator
 from tests.integration.devices import find_device
 
+from .test_config_flow import start_simulated
 from .test_vedirect import entry_state, state_value, wait_for
 
 MOMENT = 1_718_968_633  # 2024-06-21 11:17:13 UTC
@@ -165,10 +166,8 @@ def free_udp_port() -> int:
     return port
 
 
-async def _start_flow(hass: HomeAssistant, advanced: bool = False) -> str:
-    result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_USER, "show_advanced_options": advanced}
-    )
+async def _start_flow(hass: HomeAssistant) -> str:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert "sunny_boy" in result["menu_options"]
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"next_step_id": "sunny_boy"}
@@ -261,9 +260,13 @@ async def test_flow_aborts_for_a_configured_inverter(
 
 
 async def test_flow_simulated_inverters(hass: HomeAssistant, socket_enabled: None) -> None:
-    for transport in ("simulated_speedwire", "simulated_bluetooth"):
-        flow_id = await _start_flow(hass, advanced=True)
-        result = await _configure(hass, flow_id, {"transport": transport})
+    # The transport picker of real inverters never offers them.
+    start = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await _configure(hass, start["flow_id"], {"next_step_id": "sunny_boy"})
+    schema = result["data_schema"]
+    assert schema.schema["transport"].config["options"] == ["bluetooth", "speedwire"]
+    for transport in ("speedwire", "bluetooth"):
+        result = await start_simulated(hass, f"sunny_boy_{transport}")
         assert result["type"] is FlowResultType.CREATE_ENTRY
         assert result["title"].startswith("Simulated SB 3000TL-21 2130")
         assert result["data"]["simulated"] is True
@@ -272,7 +275,8 @@ async def test_flow_simulated_inverters(hass: HomeAssistant, socket_enabled: Non
         assert entry.state is ConfigEntryState.LOADED
         runtime: Any = entry.runtime_data
         assert runtime.data.spot is not None  # read while setting up
-        if transport == "simulated_bluetooth":
+        assert result["data"]["transport"] == transport
+        if transport == "bluetooth":
             # 0xB4 / 255 from the simulated inverter's Bluetooth variable.
             signal = hass.states.async_all("sensor")
             assert any(s.state == "70.6" for s in signal if "signal_strength" in s.entity_id)
@@ -567,17 +571,28 @@ async def test_reconfigure_requires_the_same_inverter(
         assert result["reason"] == "wrong_inverter"
     finally:
         await other.close()
-    new_port = await inverter.sim.serve_speedwire("127.0.0.1", 0)
-    result = dict(await entry.start_reconfigure_flow(hass))
-    result = await _configure(hass, result["flow_id"], _speedwire(new_port, "9999"))
-    assert result["errors"] == {"base": "wrong_password"}
-    result = await _configure(hass, result["flow_id"], _speedwire(new_port))
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "sunny_boy_reconfigured"
-    await hass.async_block_till_done()
-    assert entry.data["port"] == new_port
-    assert entry_state(entry) is ConfigEntryState.LOADED
-    assert await hass.config_entries.async_unload(entry.entry_id)
+    # The same inverter (same serial number) moved to another address, with a new password.
+    moved = SunnyBoySimulator(seed=7, clock=lambda: MOMENT, password="4321")
+    new_port = await moved.serve_speedwire("127.0.0.1", 0)
+    try:
+        result = dict(await entry.start_reconfigure_flow(hass))
+        result = await _configure(hass, result["flow_id"], _speedwire(new_port, "9999"))
+        assert result["errors"] == {"base": "wrong_password"}
+        result = await _configure(hass, result["flow_id"], _speedwire(new_port, "4321"))
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "sunny_boy_reconfigured"
+        assert entry.data["port"] == new_port
+        assert entry.data["password"] == "4321"
+        # The old address goes silent: values only keep coming if the entry reloaded onto
+        # the new address and logged on with the new password.
+        await inverter.sim.close()
+        await hass.async_block_till_done()
+        await wait_for(hass, lambda: entry_state(entry) is ConfigEntryState.LOADED)
+        await wait_for(hass, lambda: state_value(hass, f"{SB}_ac_power") == "2622")
+        assert not hass.config_entries.flow.async_progress_by_handler(DOMAIN)  # no reauth
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await moved.close()
 
 
 async def test_reconfigure_bluetooth_and_simulated_entries(hass: HomeAssistant) -> None:

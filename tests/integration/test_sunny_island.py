@@ -336,14 +336,12 @@ async def test_restart_gap_is_short(hass: HomeAssistant, bms: MockConfigEntry) -
 
 
 async def test_flow_simulated_sunny_island(hass: HomeAssistant, bms: MockConfigEntry) -> None:
-    result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_USER, "show_advanced_options": True}
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "simulated"}
     )
     result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "sunny_island"}
-    )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"can_interface": "simulated"}
+        result["flow_id"], {"simulated_device": "sunny_island"}
     )
     assert result["step_id"] == "sunny_island_battery"
     result = await hass.config_entries.flow.async_configure(

@@ -104,6 +104,7 @@ from custom_components.sma_victron_bridge.simulators.victron_ble import (
     VictronAdvertiser,
 )
 from tests.integration.devices import find_device
+from tests.integration.test_config_flow import start_simulated
 
 VECTORS = json.loads(
     (Path(__file__).parents[3] / "shared" / "testdata" / "victron_ble.json").read_text()
@@ -1069,21 +1070,35 @@ async def test_reconfigure_enters_a_new_key(hass: HomeAssistant) -> None:
 # --- simulated device ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("device", "title"),
+    [
+        ("victron_ble_battery_monitor", "SmartShunt 500A/50mV"),
+        ("victron_ble_dcdc", "Orion Smart 12/12-30A DC-DC Converter"),
+        ("victron_ble_inverter", "Phoenix Inverter 12V 800VA 230V"),
+        ("victron_ble_ve_bus", "VE.Bus Smart dongle"),
+    ],
+)
+async def test_every_simulated_victron_ble_device(
+    hass: HomeAssistant, device: str, title: str
+) -> None:
+    """Each simulated Bluetooth product of the "Simulated device" step sets up and reports."""
+    result = await start_simulated(hass, device)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == f"Simulated {title}"
+    assert result["data"]["simulated"] is True
+    entry = result["result"]
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    runtime = entry.runtime_data
+    assert isinstance(runtime, VictronBleRuntime)
+    assert runtime.scanner is not None
+    assert runtime.data.values == runtime.scanner.advertiser.values
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_simulated_smartsolar_through_the_bluetooth_stack(hass: HomeAssistant) -> None:
-    result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_USER, "show_advanced_options": True}
-    )
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"next_step_id": "victron_ble"}
-    )
-    options = select_options(result, "address")
-    assert {
-        "value": "simulated_solar",
-        "label": "Simulated SmartSolar MPPT 75/15 (no hardware)",
-    } in (options)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {"address": "simulated_solar"}
-    )
+    result = await start_simulated(hass, "victron_ble_solar")
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Simulated SmartSolar MPPT 75/15"
     assert result["data"]["simulated"] is True
@@ -1110,10 +1125,10 @@ async def test_simulated_smartsolar_through_the_bluetooth_stack(hass: HomeAssist
     await hass.async_block_till_done()
     assert runtime.data.adverts == before + 1
     # A simulated device has no key to change.
-    result = await hass.config_entries.flow.async_init(
+    reconfigure = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
     )
-    assert result["reason"] == "simulated_key_fixed"
+    assert reconfigure["reason"] == "simulated_key_fixed"
     # A second simulated device runs beside it, with its own scanner.
     other = entry_for("C0:DE:00:00:00:02", KEY, RECORD_VE_BUS, 0xA3A0, "Second", simulated=True)
     second = await setup(hass, other)
@@ -1268,13 +1283,8 @@ async def test_gatt_polls_through_the_bleak_adapter(
     await wait_for(hass, lambda: state(hass, "sensor.solar_pv_voltage") == "19.5")
     assert gatt_state(runtime) is GattState.CONNECTED
 
-    # Turned off in the options (advanced mode): the link is closed and stays closed.
+    # Turned off in the options (offered to every user): the link closes and stays closed.
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "advanced_mode_required"
-    result = await hass.config_entries.options.async_init(
-        entry.entry_id, context={"show_advanced_options": True}
-    )
     assert result["step_id"] == "victron_ble_options"
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"gatt": False, "gatt_interval": 10}
@@ -1404,6 +1414,19 @@ async def test_smartshunt_over_the_bleak_adapter(
     assert snapshot.soc == values["soc"]
     assert await hass.config_entries.async_unload(entry.entry_id)
     assert not peer.is_connected
+
+
+async def test_gatt_option_is_offered_to_everyone_and_off_by_default(hass: HomeAssistant) -> None:
+    """No advanced mode any more: the option shows for everyone, and stays off unless chosen."""
+    entry = entry_for(SOLAR_ADDRESS, KEY, RECORD_SOLAR_CHARGER, 0xA053, "Solar")
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "victron_ble_options"
+    schema = result["data_schema"]
+    assert schema is not None
+    defaults = {str(key): key.default() for key in schema.schema}
+    assert defaults["gatt"] is False
 
 
 async def test_simulated_smartshunt_gatt_and_options(hass: HomeAssistant) -> None:
