@@ -32,6 +32,7 @@ from .devices.victron_ble import (
     gatt_capable,
     model_name,
 )
+from .devices.victron_ble_core import core_entry
 from .flow_helpers import async_update_entry_and_abort
 from .protocols import ProtocolError
 from .protocols.victron_ble import (
@@ -161,6 +162,9 @@ class VictronBleFlow(ConfigFlow):
         header = victron_header(discovery_info)
         if header is None:
             return self.async_abort(reason="not_supported")
+        if core_entry(self.hass, discovery_info.address) is not None:
+            # Set up in HA's own victron_ble: not offered twice (devices/victron_ble_core.py).
+            return self.async_abort(reason="configured_in_core")
         await self.async_set_unique_id(discovery_info.address)
         self._abort_if_unique_id_configured()
         self._ble_address, self._ble_header = discovery_info.address, header

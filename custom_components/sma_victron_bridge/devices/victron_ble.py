@@ -81,6 +81,7 @@ from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .registry import async_entry_device
 from .simulation import sun_time_scale
 from .vedirect_registers import LOAD_OUTPUT_OPTIONS
+from .victron_ble_core import async_withdraw_core_discovery
 from .victron_ble_entities import BINARY_SENSORS, SELECTS, SENSORS
 
 if TYPE_CHECKING:
@@ -383,6 +384,8 @@ class VictronBleRuntime(DeviceRuntime):
             )
         )
         self._async_update_gatt()
+        if not self.simulated:
+            self._unsubscribe.append(async_withdraw_core_discovery(self.hass, self.address))
         async_shutdown_on_stop(self.hass, self.entry, self.async_shutdown)
 
     async def async_shutdown(self) -> None:
