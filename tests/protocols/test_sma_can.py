@@ -540,7 +540,7 @@ def test_any_input_lands_inside_the_si_ranges(values: dict[str, float | None]) -
     state = dataclasses.replace(BASE, **values)  # type: ignore[arg-type]
     cvl, dvl = state.charge_voltage, state.discharge_voltage
     if not all(math.isfinite(getattr(state, key)) for key in _LIMITS):
-        with pytest.raises(ProtocolError, match="infinite|Sunny Island's"):
+        with pytest.raises(ProtocolError, match=r"infinite|Sunny Island's"):
             encode_bms_frames(state)
         return
     if cvl < CHARGE_VOLTAGE_RANGE[0] - 1e-6 or dvl > DISCHARGE_VOLTAGE_RANGE[1] + 1e-6:
