@@ -830,7 +830,7 @@ async def connect_time(port: int) -> float | None:
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except (OSError, TimeoutError):
+    except OSError, TimeoutError:
         return None
     elapsed = time.perf_counter() - started
     writer.close()

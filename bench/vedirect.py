@@ -70,7 +70,7 @@ def their_frames(data: bytes, keep: list[Frame] | None = None) -> tuple[int, int
         device._data = {}
         try:
             device.parse_pdu(lines)
-        except (ValueError, UnicodeDecodeError):
+        except ValueError, UnicodeDecodeError:
             rejected += 1
             continue
         accepted += 1

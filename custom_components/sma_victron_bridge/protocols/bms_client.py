@@ -265,7 +265,7 @@ def _hung_up(serial: Any) -> bool:
         poller = poll()
         poller.register(fileno(), select.POLLOUT)
         events = poller.poll(0)
-    except (OSError, ValueError):
+    except OSError, ValueError:
         return True
     return any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, event in events)
 

@@ -840,5 +840,5 @@ class SunnyBoyClient:
         try:
             reply = await self._wait_l1(frozenset({L1_VARIABLE_REPLY}), self._timeout)
             return decode_signal_strength(reply)
-        except (TimeoutError, ProtocolError):
+        except TimeoutError, ProtocolError:
             return None
