@@ -990,7 +990,7 @@ async def test_plant_of_two_inverters(
         await wait_for(
             hass, lambda: state_value(hass, f"{SB2}_ac_power") != STATE_UNAVAILABLE, timeout=10
         )
-        updated = devices.async_get(second_device.id)
+        updated = find_device(hass, SECOND)
         assert updated is not None
         assert updated.sw_version == "02.55.03.R"
         assert await hass.config_entries.async_unload(entry.entry_id)
