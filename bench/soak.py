@@ -922,8 +922,19 @@ async def soak(ha: HomeAssistantProcess, result: SoakResult, sample_seconds: flo
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         token = str(await develop().login(session, ha.base))
-        api = develop().Api(session, ha.base, token)
         commands = Commands(await open_socket(session, ha.base, token))
+        # A login's access token expires after 30 minutes; the REST calls of a long soak use a
+        # long-lived token (the websocket connections stay authenticated once opened).
+        token = str(
+            await commands.call(
+                {
+                    "type": "auth/long_lived_access_token",
+                    "client_name": f"soak {time.time():.0f}",
+                    "lifespan": 2,
+                }
+            )
+        )
+        api = develop().Api(session, ha.base, token)
         events = await open_socket(session, ha.base, token)
         tracker = AvailabilityTracker()
         watched = integration_entities(await commands.call({"type": "config/entity_registry/list"}))
