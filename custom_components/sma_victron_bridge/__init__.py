@@ -15,6 +15,7 @@ from .const import CONF_DEVICE, DeviceKind
 # simulators/) can be imported, tested and benchmarked without it.
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant
+    from homeassistant.helpers.device_registry import DeviceEntry
 
     from .devices.base import DeviceRuntime
     from .runtime import BridgeConfigEntry
@@ -81,3 +82,17 @@ async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> N
     if DeviceKind(entry.data[CONF_DEVICE]) is DeviceKind.VICTRON_BLE:
         module = await async_import_module(hass, f"{__name__}.devices.victron_ble")
         module.async_forget_simulated_scanner(hass, entry)
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: BridgeConfigEntry, device: DeviceEntry
+) -> bool:
+    """Let the user delete a device the entry no longer reads (a Sunny Boy that left the plant).
+
+    The devices a loaded entry still reads are refused: they would only come back.
+    """
+    from homeassistant.config_entries import ConfigEntryState
+
+    if entry.state is not ConfigEntryState.LOADED:
+        return True
+    return not entry.runtime_data.provides_device(set(device.identifiers))

@@ -12,8 +12,9 @@ from .runtime import BridgeConfigEntry
 
 # Serial numbers and USB paths identify the owner's hardware; they stay out of bug reports.
 TO_REDACT = {CONF_SERIAL_NUMBER, CONF_PORT, "SER#", "serial_number", "unique_id", "title"}
-# Sunny Boy entries: the inverter's log-on password and its Bluetooth address.
-TO_REDACT |= {"password", "bt_address"}
+# Sunny Boy entries: the inverter's log-on password, its Bluetooth address and its Speedwire host
+# (an address on the owner's network).
+TO_REDACT |= {"password", "bt_address", "host"}
 # Victron Bluetooth entries: the Instant Readout encryption key and the device address.
 TO_REDACT |= {"key", "address"}
 

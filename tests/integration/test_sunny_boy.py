@@ -38,7 +38,10 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.sma_victron_bridge import config_flow_sunny_boy
+from custom_components.sma_victron_bridge import (
+    async_remove_config_entry_device,
+    config_flow_sunny_boy,
+)
 from custom_components.sma_victron_bridge.const import DOMAIN
 from custom_components.sma_victron_bridge.devices import (
     sunny_boy as sunny_boy_device,
@@ -699,6 +702,8 @@ async def test_diagnostics_redact_password_and_serial(
     assert SERIAL not in text
     assert diagnostics["entry"]["data"]["password"] == "**REDACTED**"
     assert diagnostics["entry"]["data"]["serial_number"] == "**REDACTED**"
+    assert diagnostics["entry"]["data"]["host"] == "**REDACTED**"
+    assert "127.0.0.1" not in text
     assert diagnostics["device"]["link_up"] is True
     assert diagnostics["device"]["inverter"]["type_label"] == "SB 3000TL-21"
     assert diagnostics["device"]["transport"] == "speedwire"
@@ -993,6 +998,13 @@ async def test_plant_of_two_inverters(
         updated = find_device(hass, SECOND)
         assert updated is not None
         assert updated.sw_version == "02.55.03.R"
+        # The user may delete an inverter that left the plant, not one that still answers.
+        assert not await async_remove_config_entry_device(hass, entry, first_device)
+        assert not await async_remove_config_entry_device(hass, entry, updated)
+        departed = devices.async_get_or_create(
+            config_entry_id=entry.entry_id, identifiers={(DOMAIN, "2130000077")}
+        )
+        assert await async_remove_config_entry_device(hass, entry, departed)
         assert await hass.config_entries.async_unload(entry.entry_id)
     finally:
         await sim.close()

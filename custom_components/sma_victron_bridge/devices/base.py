@@ -119,6 +119,14 @@ class DeviceRuntime(ABC):
     async def async_shutdown(self) -> None:
         """Stop everything the runtime started, leaving the hardware in a safe state."""
 
+    def provides_device(self, identifiers: set[tuple[str, str]]) -> bool:
+        """Whether one of the devices this runtime reads has any of ``identifiers``.
+
+        A device it no longer reads (an inverter that left a plant) may be removed by the user.
+        """
+        own = self.device_info.get("identifiers") or set()
+        return bool(own & identifiers)
+
     async def async_apply_options(self) -> bool:
         """Apply changed options without a reload; False (the default) asks for a reload."""
         return False

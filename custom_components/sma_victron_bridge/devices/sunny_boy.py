@@ -354,6 +354,12 @@ class SunnyBoyRuntime(DeviceRuntime):
         self._failures_in_row = 0
         self.data.busy = 0
 
+    def provides_device(self, identifiers: set[tuple[str, str]]) -> bool:
+        """The entry's inverter and every inverter of the plant still answering."""
+        if super().provides_device(identifiers):
+            return True
+        return any((DOMAIN, member.view.serial) in identifiers for member in self.members.values())
+
     @property
     def _device_id(self) -> str:
         return self.entry.unique_id or self.entry.entry_id
