@@ -354,6 +354,7 @@ def test_document_register_examples() -> None:
         (0x200F, b"\xc4", 0xC4),
         (0x2015, struct.pack("<H", 350), 35.0),
         (0x2027, struct.pack("<I", 123456), 1234.56),
+        (0x2027, b"\xff\xff\xff\xff", None),  # no network master wrote it
         (0xED8D, struct.pack("<h", 1253), 12.53),
         (0xED8F, struct.pack("<h", -76), -7.6),
         (0xED8E, struct.pack("<h", -92), -92),
@@ -403,6 +404,24 @@ def test_encode_register_rejects(register: int, value: float) -> None:
 def test_encode_register_raw_rejects_overflow() -> None:
     with pytest.raises(ProtocolError):
         encode_register_raw(0x2003, 0x8000)
+
+
+# Every sentinel [VEHEX] documents for a register in the table (plus 0x2027's all ones, the
+# un32 "absent" value of the same document) must read as None, never as a huge number.
+DOCUMENTED_NOT_AVAILABLE = {
+    0x0201: b"\xff",
+    0xEDEC: b"\xff\xff",
+    0x2002: b"\xff\xff",
+    0x2003: b"\xff\x7f",
+    0x2027: b"\xff\xff\xff\xff",
+    0x0FFE: b"\xff\xff",
+}
+
+
+@pytest.mark.parametrize(("register", "value"), sorted(DOCUMENTED_NOT_AVAILABLE.items()))
+def test_documented_not_available(register: int, value: bytes) -> None:
+    assert REGISTERS[register].not_available == int.from_bytes(value, "little")
+    assert decode_register(register, value) is None
 
 
 def test_register_table() -> None:

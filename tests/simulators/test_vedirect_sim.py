@@ -23,6 +23,7 @@ from custom_components.sma_victron_bridge.protocols.vedirect import (
     TextParser,
     decode_hex,
 )
+from custom_components.sma_victron_bridge.protocols.vedirect_fields import decode_register
 from custom_components.sma_victron_bridge.simulators.vedirect import (
     BMV_PRODUCT_ID,
     MPPT_PRODUCT_ID,
@@ -241,6 +242,17 @@ async def test_get_and_set_follow_the_register_store() -> None:
         assert (reply.register, reply.flags) == (0xEDD5, 0x02)
         assert reply.value == sim.registers[0xEDD5]
         assert len(sim.writes) == 6  # every set is recorded, accepted or not
+
+
+async def test_total_dc_input_power_is_not_available_until_a_master_writes_it() -> None:
+    async with running("mppt") as (_sim, client):
+        reply = decode_hex(await client.ask(req(":7272000")))
+        assert (reply.register, reply.flags, reply.value) == (0x2027, 0, b"\xff\xff\xff\xff")
+        assert decode_register(0x2027, reply.value) is None
+        # 12.34 W summed by a master: the charger then reports it.
+        await client.ask(req(":8272000D2040000"))
+        reply = decode_hex(await client.ask(req(":7272000")))
+        assert decode_register(0x2027, reply.value) == 12.34
 
 
 async def test_load_output_control_switches_the_load() -> None:

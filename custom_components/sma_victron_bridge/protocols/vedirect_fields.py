@@ -3,7 +3,7 @@
 The text protocol sends every value as an ASCII integer in a device unit (mV, mA, ‰, 0.01 kWh
 ...); HEX registers carry little-endian integers with their own scales. This module turns
 both into SI / Home Assistant units and names, and nothing else: no I/O, no state. Values a
-device marks as "not available" (``---``, TTG -1, 0xFFFF sentinels) become ``None``.
+device marks as "not available" (``---``, TTG -1, all-ones register sentinels) become ``None``.
 """
 
 from __future__ import annotations
@@ -571,7 +571,16 @@ REGISTERS: Final[dict[int, Register]] = {
         Register(id=0x200A, name="battery_charge_current", fmt=_S32, scale=0.001, unit="A"),
         Register(id=0x200F, name="network_status", fmt=_U8),
         Register(id=0x2015, name="charge_current_limit", fmt=_U16, scale=0.1, unit="A"),
-        Register(id=0x2027, name="total_dc_input_power", fmt=_U32, scale=0.01, unit="W"),
+        # Written by a network master ([VEHEX] "Total DC input power"); a charger nobody
+        # wrote it to answers all ones, which is "not available", not 42.9 MW.
+        Register(
+            id=0x2027,
+            name="total_dc_input_power",
+            fmt=_U32,
+            scale=0.01,
+            unit="W",
+            not_available=0xFFFFFFFF,
+        ),
         # Battery monitors (BMV / SmartShunt).
         Register(id=0xED8D, name="main_voltage", fmt=_S16, scale=0.01, unit="V"),
         Register(id=0xED8F, name="current", fmt=_S16, scale=0.1, unit="A"),
@@ -580,7 +589,14 @@ REGISTERS: Final[dict[int, Register]] = {
         Register(id=0x0FFE, name="time_to_go", fmt=_U16, unit="min", not_available=0xFFFF),
     )
 }
-"""The HEX registers this integration reads or writes (PROTOCOLS.md §3, [VEHEX] §1.1)."""
+"""The HEX registers this integration reads or writes (PROTOCOLS.md §3, [VEHEX] §1.1).
+
+"Not available" sentinels, so that a missing reading never shows as a number: [VEHEX] names
+0x0201 = 255 (UNAVAILABLE), 0xEDEC = 0xFFFF (N/A), 0x2002 = 0xFFFF and 0x2003 = 0x7FFF (remote
+sense released or timed out); 0x2027 answers 0xFFFFFFFF until a network master writes it, as
+the un32 history values do when absent; a BMV's 0x0FFE time-to-go is 0xFFFF while the battery
+is not discharging. The other registers here have no documented sentinel.
+"""
 
 _PRODUCT_ID_REGISTER: Final = 0x0100
 

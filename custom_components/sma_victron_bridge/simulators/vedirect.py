@@ -354,7 +354,7 @@ class _MpptModel(_Model):
         self.put(_REG_VOLTAGE_SENSE, _VOLTAGE_SENSE_RELEASE)
         self.put(_REG_TEMPERATURE_SENSE, _TEMPERATURE_SENSE_RELEASE)
         self.put(_REG_CURRENT_LIMIT, 0xFFFF)
-        self.put(0x2027, 0)
+        self.put(0x2027, 0xFFFFFFFF)  # "not available": no network master sums PV power here
         self.put(0xEDD4, 0)
         self.put(0xEDDA, 0)
         self.step(0.0)
