@@ -278,11 +278,46 @@ def test_protection_flags_follow_the_document_bit_order() -> None:
 
 def test_balance_words_combine_low_cells_first() -> None:
     # bytes 12-13: cells 1-16, bytes 14-15: cells 17-32 (the document's order).
-    payload = _basic_info_payload(b12=0x00, b13=0x05, b14=0x80, b15=0x00)
+    payload = _basic_info_payload(b12=0x00, b13=0x05, b14=0x80, b15=0x00, b21=32)
     info = jbd.decode_basic_info(bytes(payload))
     assert info.balance == 0x8000_0005
     assert info.balancing_cells == [1, 3, 32]
-    assert jbd.to_reading(info).balancing == (True, False, True, False)
+    assert jbd.to_reading(info).balancing == (True, False, True) + (False,) * 28 + (True,)
+
+
+def _with_balance(frame: bytes, low: int, high: int) -> bytes:
+    """A real 0x03 response with its two balance words replaced and its checksum redone."""
+    body = bytearray(frame[2:-3])  # status, length, data
+    body[2 + 12 : 2 + 16] = low.to_bytes(2, "big") + high.to_bytes(2, "big")
+    return frame[:2] + bytes(body) + jbd.checksum(body).to_bytes(2, "big") + frame[-1:]
+
+
+def test_balance_bits_beyond_the_cell_count_are_no_cells() -> None:
+    # The real 4S frame (its balance words are 0 in the capture) with bits set for cells 2
+    # and 4 and for "cells" 5, 16 and 17 that a 4S pack does not have.
+    real = next(
+        raw
+        for marker, raw, _ in capture("JBD-SP04S034-L4S-200A-B-U.txt")
+        if marker == "<<<" and raw[1] == 0x03
+    )
+    info = jbd.decode_basic_info(jbd.parse_frame(_with_balance(real, 0x801A, 0x0001)).payload)
+    assert info.cell_count == 4
+    assert info.balance == 0x0001_801A
+    assert info.balancing_cells == [2, 4]
+    assert jbd.to_reading(info).balancing == (False, True, False, True)
+
+
+@given(balance=st.integers(0, 0xFFFF_FFFF), cells=st.integers(0, 255))
+def test_balancing_never_names_a_cell_the_pack_lacks(balance: int, cells: int) -> None:
+    payload = _basic_info_payload(
+        b12=balance >> 8 & 0xFF, b13=balance & 0xFF, b14=balance >> 24, b15=balance >> 16 & 0xFF
+    )
+    payload[21] = cells
+    info = jbd.decode_basic_info(bytes(payload))
+    assert all(1 <= cell <= min(cells, 32) for cell in info.balancing_cells)
+    flags = jbd.to_reading(info).balancing
+    assert len(flags) == min(cells, 32)
+    assert [n + 1 for n, on in enumerate(flags) if on] == info.balancing_cells
 
 
 def test_fet_bits_sign_and_invalid_date() -> None:

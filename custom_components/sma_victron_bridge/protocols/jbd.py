@@ -69,6 +69,7 @@ ERROR_COUNTER_NAMES: Final[tuple[str, ...]] = (
 
 _BASIC_INFO_FIXED = 23
 _KELVIN_OFFSET_DECI = 2731
+_BALANCE_BITS = 32  # two balance words: cells 1-16, then 17-32 (the document's maximum)
 
 
 def checksum(body: bytes | bytearray | memoryview) -> int:
@@ -214,8 +215,14 @@ class BasicInfo:
 
     @property
     def balancing_cells(self) -> list[int]:
-        """1-based numbers of the cells being balanced."""
-        return [bit + 1 for bit in range(32) if self.balance >> bit & 1]
+        """1-based numbers of the cells being balanced.
+
+        Only the first ``cell_count`` bits are cells: the document gives one bit per cell in
+        series, so a bit above the pack's cell count names no cell and is left out rather than
+        reported as a balancing cell that does not exist.
+        """
+        cells = min(self.cell_count, _BALANCE_BITS)
+        return [bit + 1 for bit in range(cells) if self.balance >> bit & 1]
 
 
 def decode_basic_info(payload: bytes) -> BasicInfo:
@@ -286,7 +293,7 @@ def to_reading(
         cycles=info.cycles,
         cell_voltages=tuple(cell_voltages or ()),
         temperatures=tuple(info.temperatures),
-        balancing=bit_flags(info.balance, info.cell_count),
+        balancing=bit_flags(info.balance, min(info.cell_count, _BALANCE_BITS)),
         charge_fet=info.charge_fet,
         discharge_fet=info.discharge_fet,
         protections=frozenset(info.protection_flags),
