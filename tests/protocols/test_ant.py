@@ -83,7 +83,10 @@ def test_legacy_2019_first_frame() -> None:
     assert status.remaining_capacity == 68.769939
     assert status.cycle_capacity == 11109.391
     assert status.uptime == 16386097
-    assert status.temperatures == [22.0, 21.0, 21.0, 21.0, 21.0, 21.0]
+    # Words 91 and 93 are the board's MOSFET and balancer sensors, 95-101 the pack's T1-T4.
+    assert status.temperatures == [21.0, 21.0, 21.0, 21.0]
+    assert status.mosfet_temperature == 22.0
+    assert status.balancer_temperature == 21.0
     assert (status.charge_mosfet_status, status.discharge_mosfet_status) == (1, 1)
     assert status.balancer_status == 0
     assert status.power == -390.0
@@ -91,7 +94,6 @@ def test_legacy_2019_first_frame() -> None:
     assert (status.charge_fet, status.discharge_fet) == (True, True)
     assert status.protections == frozenset()
     assert status.state_of_health is None
-    assert status.mosfet_temperature is None
 
 
 def test_legacy_2019_current_and_power_agree_in_sign_and_size() -> None:
@@ -119,7 +121,10 @@ def test_legacy_2021_frames() -> None:
     assert serial.remaining_capacity == 195.358798
     assert serial.cycle_capacity == 275.682
     assert serial.uptime == 1554278
-    assert serial.temperatures == [23.0, 25.0, 21.0, 22.0, -40.0, -40.0]
+    # MOSFET 23 °C and balancer 25 °C run warmer than the pack's two sensors (21 and 22 °C);
+    # T3 and T4 are unplugged and read -40 in every frame of both 2021 captures.
+    assert (serial.mosfet_temperature, serial.balancer_temperature) == (23.0, 25.0)
+    assert serial.temperatures == [21.0, 22.0, -40.0, -40.0]
     assert (serial.charge_mosfet_status, serial.discharge_mosfet_status) == (1, 1)
 
     board = [ant.decode_legacy_status(frame) for frame in LEGACY_2021]
@@ -136,10 +141,23 @@ def test_legacy_to_reading() -> None:
     assert reading.cycles is None
     assert len(reading.cell_voltages) == 14
     assert reading.min_cell_voltage == 3.468
-    assert reading.temperatures == (22.0, 21.0, 21.0, 21.0, 21.0, 21.0)
+    assert reading.temperatures == (21.0, 21.0, 21.0, 21.0)
+    assert reading.mosfet_temperature == 22.0
     assert reading.balancing == (False,) * 14
     assert (reading.charge_fet, reading.discharge_fet) == (True, True)
     assert reading.protections == frozenset()
+
+
+def test_legacy_board_temperatures_never_count_as_battery_temperatures() -> None:
+    for frame in LEGACY_2021_SERIAL + LEGACY_2021:
+        status = ant.decode_legacy_status(frame)
+        assert (status.mosfet_temperature, status.balancer_temperature) == (23.0, 25.0)
+        assert status.temperatures[0] == 21.0
+        assert status.temperatures[1] in (21.0, 22.0)
+        assert status.temperatures[2:] == [-40.0, -40.0]
+        reading = ant.to_reading(status)
+        assert reading.temperatures == tuple(status.temperatures[:2])
+        assert reading.mosfet_temperature == 23.0
 
 
 def _with_checksum(frame: bytearray) -> bytes:
@@ -256,6 +274,7 @@ def test_new_to_reading() -> None:
     reading = ant.to_reading(ant.decode_status(ant.parse_frame(NEW_2021[0]).payload))
     assert (reading.soc, reading.voltage, reading.current) == (96.0, 57.58, 0.0)
     assert reading.mosfet_temperature == 28.0
+    assert reading.temperatures == (28.0, 28.0, 28.0)  # sensor 3 is unplugged (-40)
     assert reading.cell_voltages == (4.113,) * 14
     assert (reading.charge_fet, reading.discharge_fet) == (True, False)
     assert reading.protections == {"cell_undervoltage"}

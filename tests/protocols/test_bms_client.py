@@ -205,7 +205,9 @@ async def test_ant_legacy_reading_equals_scripted_state(tmp_path: Path) -> None:
         remaining_capacity=55.0,
         nominal_capacity=100.0,
         cell_voltages=(3.350, 3.351, 3.349, 3.352),
-        temperatures=(33.0, 30.0, 19.0, 20.0, -40.0, -40.0),
+        # The board's MOSFET sensor is no battery temperature; unplugged T3/T4 (-40) are none.
+        temperatures=(19.0, 20.0),
+        mosfet_temperature=33.0,
         balancing=(False, False, False, False),
         charge_fet=True,
         discharge_fet=True,

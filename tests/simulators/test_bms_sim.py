@@ -420,7 +420,8 @@ async def test_ant_legacy_status_frame(tmp_path: Path) -> None:
     assert int.from_bytes(frame[70:74], "big", signed=True) == -123
     assert status.power == 671.0  # 54.52 V * 12.3 A, from the exact pack voltage
     assert status.cell_voltages == sim.cell_voltages
-    assert status.temperatures == [31.0, 29.0, 20.0, 21.0, 22.0, 23.0]
+    assert status.temperatures == [20.0, 21.0, 22.0, 23.0]
+    assert (status.mosfet_temperature, status.balancer_temperature) == (31.0, 29.0)
     assert status.nominal_capacity == 280.0
     assert status.remaining_capacity == 226.8
     assert (status.charge_mosfet_status, status.discharge_mosfet_status) == (1, 1)
@@ -441,7 +442,8 @@ async def test_ant_legacy_missing_sensors_and_protection_codes(tmp_path: Path) -
         short = ant.decode_legacy_status(await host.ask(ant.LEGACY_STATUS_REQUEST, 140))
         sim.protections = {FRONTEND_ERROR}
         frontend = ant.decode_legacy_status(await host.ask(ant.LEGACY_STATUS_REQUEST, 140))
-    assert status.temperatures[2:] == [25.0, -40.0, -40.0, -40.0]
+    assert status.temperatures == [25.0, -40.0, -40.0, -40.0]
+    assert ant.to_reading(status).temperatures == (25.0,)
     assert (status.charge_mosfet_status, status.discharge_mosfet_status) == (2, 3)
     assert status.protections == {CELL_OVERVOLTAGE, DISCHARGE_OVERCURRENT}
     # Short circuit holds both FETs; the charge side has no code for it: plain "off".

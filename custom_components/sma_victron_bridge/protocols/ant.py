@@ -161,7 +161,9 @@ def state_name(states: tuple[str | None, ...], code: int) -> str:
 class AntStatus:
     """One ANT status reply in SI units; ``current`` and ``power`` are + while charging.
 
-    Fields after ``balance`` exist only in the 2021 protocol and are None for legacy frames.
+    ``temperatures`` are the battery sensors only, as sent; the MOSFET and balancer sensors on
+    the board have their own fields. Of the fields after ``balance`` only those two exist in
+    legacy frames; the rest come from the 2021 protocol and are None for legacy frames.
     """
 
     voltage: float
@@ -274,7 +276,17 @@ def _be(frame: bytes, offset: int, size: int, signed: bool = False) -> int:
 
 
 def decode_legacy_status(frame: bytes) -> AntStatus:
-    """Check and decode a 140-byte legacy status frame (big-endian)."""
+    """Check and decode a 140-byte legacy status frame (big-endian).
+
+    The ANT document names bytes 91-102 only "real temperature", six s16 °C words. They are not
+    six battery sensors: the first is the MOSFET (power tube) sensor and the second the balancer
+    sensor, both on the board; the last four are the external battery sensors T1-T4. The
+    captures bear this out: on the 2021 board the last two words stay at -40 in every frame
+    (unplugged NTCs) while the first two are always present and run warmer than the pack
+    (23 and 25 °C against 21 and 22 °C), and dbus-serialbattery takes its two battery
+    temperatures from the third and fourth words. Only T1-T4 go into ``temperatures``, so a
+    hot MOSFET cannot pass for a hot battery in the charge rules.
+    """
     if len(frame) != LEGACY_FRAME_LENGTH:
         raise ProtocolError(f"ANT legacy status frames are 140 bytes, not {len(frame)}")
     if frame[:4] != LEGACY_HEADER:
@@ -286,6 +298,7 @@ def decode_legacy_status(frame: bytes) -> AntStatus:
     cell_count = frame[123]
     if cell_count > LEGACY_MAX_CELLS:
         raise ProtocolError(f"ANT legacy frame claims {cell_count} cells (at most 32)")
+    mosfet, balancer, *battery_words = struct.unpack_from(">6h", frame, 91)
     return AntStatus(
         voltage=_be(frame, 4, 2) / 10,
         cell_voltages=[raw / 1000 for raw in struct.unpack_from(f">{cell_count}H", frame, 6)],
@@ -295,7 +308,9 @@ def decode_legacy_status(frame: bytes) -> AntStatus:
         remaining_capacity=_be(frame, 79, 4) / 1_000_000,
         cycle_capacity=_be(frame, 83, 4) / 1000,
         uptime=_be(frame, 87, 4),
-        temperatures=[float(raw) for raw in struct.unpack_from(">6h", frame, 91)],
+        temperatures=[float(raw) for raw in battery_words],
+        mosfet_temperature=float(mosfet),
+        balancer_temperature=float(balancer),
         charge_mosfet_status=frame[103],
         discharge_mosfet_status=frame[104],
         balancer_status=frame[105],
@@ -441,8 +456,18 @@ def decode_status(payload: bytes) -> AntStatus:
     )
 
 
+ABSENT_SENSOR: Final = -40.0
+"""What both protocols send for a battery sensor that is not plugged in (the bottom of the
+NTC's range): the 2021 captures carry it in every frame for the same unused inputs."""
+
+
 def to_reading(status: AntStatus) -> BmsReading:
-    """Turn a decoded status (either protocol) into a :class:`BmsReading`."""
+    """Turn a decoded status (either protocol) into a :class:`BmsReading`.
+
+    Battery sensors reading :data:`ABSENT_SENSOR` are left out: an unplugged NTC is no reading,
+    and passing it on would make the charge rules see a pack at -40 °C and stop charging. The
+    balancer temperature has no place in a :class:`BmsReading` and stays on :class:`AntStatus`.
+    """
     return BmsReading(
         soc=float(status.soc),
         voltage=status.voltage,
@@ -451,7 +476,7 @@ def to_reading(status: AntStatus) -> BmsReading:
         remaining_capacity=status.remaining_capacity,
         nominal_capacity=status.nominal_capacity,
         cell_voltages=tuple(status.cell_voltages),
-        temperatures=tuple(status.temperatures),
+        temperatures=tuple(t for t in status.temperatures if t != ABSENT_SENSOR),
         mosfet_temperature=status.mosfet_temperature,
         balancing=bit_flags(status.balance, status.cell_count),
         charge_fet=status.charge_fet,
@@ -461,6 +486,7 @@ def to_reading(status: AntStatus) -> BmsReading:
 
 
 __all__ = [
+    "ABSENT_SENSOR",
     "BALANCER_STATES",
     "CHARGE_MOSFET_STATES",
     "DISCHARGE_MOSFET_STATES",
