@@ -10,7 +10,8 @@ send that fails or stalls, and a backend whose periodic timer runs outside Pytho
 socketcan's broadcast manager is: first frame at once, ``modify_data`` without a restart, stop
 refused for a task that was never set up).
 
-Values sent (``STATE``): CVL 55.2 V, CCL 50 A, DCL 100 A, DVL 44 V, SOC 60 %, SOH 99 %.
+Values sent (``STATE``): CVL 55.2 V, CCL 50 A, DCL 100 A, DVL 44 V, SOC 60 %, SOH 99 %, every
+0x35A item "leaves" (what the BMS sends when all is well).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import dataclasses
 import errno
 import itertools
+import math
 import threading
 import time
 from typing import Any
@@ -33,10 +35,14 @@ from can.broadcastmanager import (
     ThreadBasedCyclicSendTask,
 )
 from can.interfaces.virtual import VirtualBus
+from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from custom_components.sma_victron_bridge.protocols import ProtocolError
 from custom_components.sma_victron_bridge.protocols.can_link import (
+    DEFAULT_GUARD_TIME,
+    FINAL_WAIT_MARGIN,
+    INHIBIT_MARGIN,
     MAX_NOISE_IN_A_ROW,
     SEND_ERRORS_BEFORE_REOPEN,
     SI_FILTERS,
@@ -46,6 +52,7 @@ from custom_components.sma_victron_bridge.protocols.can_link import (
     CanConfig,
     CanLink,
     CanLinkError,
+    last_send_free_at,
 )
 from custom_components.sma_victron_bridge.protocols.sma_can import (
     BMS_FRAME_IDS,
@@ -57,10 +64,14 @@ from custom_components.sma_victron_bridge.protocols.sma_can import (
     ID_SOC,
     MIN_PERIOD,
     SI_FRAME_IDS,
+    AlarmItem,
     BmsFrameState,
+    charge_current_limit_of,
     decode_bms_frame,
     decode_si_frame,
+    encode_alarm_bits,
     encode_bms_frames,
+    safe_bms_frames,
 )
 from custom_components.sma_victron_bridge.simulators.slcan import DEFAULT_GARBAGE, SlcanAdapter
 from custom_components.sma_victron_bridge.simulators.sunny_island import SunnyIslandSimulator
@@ -75,8 +86,8 @@ STATE = BmsFrameState(
     voltage=52.9,
     current=10.0,
     temperature=22.0,
-    alarms=0,
-    warnings=0,
+    alarms=encode_alarm_bits([]),
+    warnings=encode_alarm_bits([]),
     manufacturer="TEST",
     capacity_ah=200,
 )
@@ -118,10 +129,13 @@ class KernelTimerTask(ModifiableCyclicTaskABC, RestartableCyclicTaskABC):
         self._bus = bus
         self._halt = threading.Event()
         self._worker: threading.Thread | None = None
+        self.starts = 0
+        self.modifications = 0
 
     def start(self) -> None:
         if self._bus.fail_start:
             raise OSError(errno.ENODEV, "No such device")
+        self.starts += 1
         self._halt = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(self._halt,), daemon=True)
         self._worker.start()
@@ -129,6 +143,7 @@ class KernelTimerTask(ModifiableCyclicTaskABC, RestartableCyclicTaskABC):
     def modify_data(self, messages: Any) -> None:
         if self._bus.fail_modify:
             raise OSError(errno.ENETDOWN, "Network is down")
+        self.modifications += 1
         super().modify_data(messages)
 
     def _run(self, halt: threading.Event) -> None:
@@ -155,6 +170,7 @@ class KernelTimerBus(VirtualBus):
         self.fail_periodic = False
         self.fail_start = False
         self.fail_modify = False
+        self.tasks: list[KernelTimerTask] = []
 
     def _send_periodic_internal(
         self,
@@ -167,6 +183,7 @@ class KernelTimerBus(VirtualBus):
         if self.fail_periodic:
             raise can.CanOperationError("BCM socket refused")
         task = KernelTimerTask(self, msgs, period)
+        self.tasks.append(task)
         if autostart:
             task.start()
         return task
@@ -274,6 +291,11 @@ def assert_cadence(
 def reaches(read: Callable[[], int], value: int) -> Callable[[], bool]:
     """A wait_until predicate: the counter ``read()`` has reached ``value``."""
     return lambda: read() >= value
+
+
+def fresh(value: bool) -> bool:
+    """Read a flag through a call, so a type checker does not carry an earlier assert across."""
+    return value
 
 
 def link_threads() -> list[str]:
@@ -493,29 +515,38 @@ async def test_blocked_event_loop_does_not_delay_the_frames(rig: Rig) -> None:
     assert sim.min_interval_violations == 0
 
 
-async def test_final_frames_are_the_last_ones(rig: Rig) -> None:
-    """DESIGN invariant 6: frames stop only after the last state went out."""
+async def test_stop_ends_with_safe_frames_through_one_amp(rig: Rig) -> None:
+    """DESIGN invariant 6: the last frames on the wire are safe ones, confirmed before the stop.
+
+    The caller only passes its last state (SOC 59 %, CCL still 50 A); the link steps CCL to
+    1 A, waits until that frame is out, then 0 A with SOC held and W947 raised, waits again.
+    """
     sim = await rig.si()
     link, seen = rig.link()
     await link.start()
     link.send_bms(FRAMES)
     assert await wait_until(lambda: arrivals(sim, ID_CHARGE_LIMITS) >= 2, 2.0)
-    final = encode_bms_frames(dataclasses.replace(STATE, charge_current_limit=0.0, soc=59.0))
+    latest = encode_bms_frames(dataclasses.replace(STATE, soc=59.0))
 
     began = time.monotonic()
-    await link.send_final_and_stop(final)
+    await link.send_final_and_stop(latest)
     took = time.monotonic() - began
-    assert took < 1.0 + 0.3  # at most one period until the final frames are out; then quick
+    assert took < 2 * (1.0 + FINAL_WAIT_MARGIN) + 0.3  # two confirmed steps at most
     assert not link.bms_running
     assert not link.connected
     assert link_threads() == []
 
     await asyncio.sleep(0.1)  # the simulator's notifier hands over the last frames
+    charge = sim.sent_values(ID_CHARGE_LIMITS, "charge_current_limit")
+    assert [ccl for _, ccl in charge[-3:]] == [50.0, 1.0, 0.0]
+    (one_amp_at, _), (zero_at, _) = charge[-2:]
+    assert zero_at - one_amp_at >= 1.0 - TOLERANCE  # the 1 A step held for a full period
+    assert (sim.accepted_ccl, sim.accepted_soc) == (0.0, 59.0)
+    assert (sim.accepted_cvl, sim.accepted_dcl, sim.accepted_dvl) == (55.2, 100.0, 44.0)
+    assert sim.warnings == {"W947"}
+    assert sim.last_values[ID_SOC] == decode_bms_frame(ID_SOC, latest[ID_SOC])
+    assert sim.last_values[ID_MANUFACTURER] == {"manufacturer": "TEST"}
     counts = {i: arrivals(sim, i) for i in BMS_FRAME_IDS}
-    for arbitration_id, data in final.items():
-        assert sim.last_values[arbitration_id] == decode_bms_frame(arbitration_id, data)
-    assert sim.accepted["charge_current_limit"] == 0.0
-    assert sim.accepted["soc"] == 59.0
 
     frames_seen = len(seen.frames)
     link.send_bms(FRAMES)  # after the stop: ignored
@@ -525,6 +556,20 @@ async def test_final_frames_are_the_last_ones(rig: Rig) -> None:
     assert {i: arrivals(sim, i) for i in BMS_FRAME_IDS} == counts
     assert len(seen.frames) == frames_seen
     assert sim.min_interval_violations == 0
+
+
+async def test_stop_without_safe_frames_sends_the_given_ones(rig: Rig) -> None:
+    """``safe=False`` keeps the old contract: the given frames are the last state."""
+    sim = await rig.si()
+    link, _ = rig.link(period=0.5)
+    await link.start()
+    link.send_bms(FRAMES)
+    assert await wait_until(lambda: arrivals(sim, ID_CHARGE_LIMITS) >= 1, 1.0)
+    final = encode_bms_frames(dataclasses.replace(STATE, charge_current_limit=7.0))
+    await link.send_final_and_stop(final, safe=False)
+    await asyncio.sleep(0.1)
+    assert sim.accepted_ccl == 7.0
+    assert sim.warnings == frozenset()
 
 
 async def test_send_bms_before_start_and_close_without_frames(rig: Rig) -> None:
@@ -912,3 +957,375 @@ async def test_a_burst_is_handed_over_together_and_noise_inside_it_loses_nothing
     assert opened[0].noise_raised >= 1
     assert link.line_errors == opened[0].noise_raised
     assert seen.states == []
+
+
+# --- dead-man guard (DESIGN invariant 7) ----------------------------------------------------------
+
+GUARD = 1.0
+"""Guard time of the guard tests, s: long enough for a loaded machine, short enough for CI."""
+SAFE_WITHIN = 1.5
+"""After the guard time, the SI must have taken CCL 0 A within this much longer, s."""
+
+
+def first_zero_ccl_after(sim: SunnyIslandSimulator, since: float) -> float | None:
+    """Bus time of the first 0x351 with CCL 0 A sent after ``since`` (epoch s)."""
+    return next(
+        (
+            stamp
+            for stamp, ccl in sim.sent_values(ID_CHARGE_LIMITS, "charge_current_limit")
+            if stamp > since and ccl == 0.0
+        ),
+        None,
+    )
+
+
+async def test_guard_makes_the_frames_safe_by_itself_while_the_loop_is_blocked(rig: Rig) -> None:
+    """No confirmation for the guard time: CCL 0 A, SOC held, W947, from the sender's own thread
+    while the event loop is stuck; fresh frames bring everything back."""
+    sim = await rig.si()
+    reported: list[tuple[bool, int]] = []
+    link, _ = rig.link(
+        guard_time=GUARD,
+        on_guard=lambda tripped: reported.append((tripped, threading.get_ident())),
+    )
+    assert link.guard_time == GUARD
+    await link.start()
+    link.send_bms(FRAMES)
+    assert await wait_until(lambda: arrivals(sim, ID_CHARGE_LIMITS) >= 1, 1.0)
+    await asyncio.sleep(0.5)
+    link.send_bms(FRAMES)  # the last confirmation
+    confirmed = time.time()
+
+    rig.loop.call_soon(time.sleep, GUARD + SAFE_WITHIN)  # Home Assistant hangs
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.2)  # the simulator takes in what queued up meanwhile
+    zero = first_zero_ccl_after(sim, confirmed)
+    assert zero is not None, sim.sent_values(ID_CHARGE_LIMITS, "charge_current_limit")
+    assert GUARD - TOLERANCE <= zero - confirmed <= GUARD + SAFE_WITHIN
+    assert (sim.accepted_ccl, sim.accepted_soc) == (0.0, 60.0)  # SOC held
+    assert (sim.accepted_cvl, sim.accepted_dcl, sim.accepted_dvl) == (55.2, 100.0, 44.0)
+    assert sim.warnings == {"W947"}
+    assert link.guard_tripped
+    assert link.guard_trips == 1
+    assert link.bms_frames == safe_bms_frames(FRAMES)
+    assert await wait_until(lambda: reported != [], 0.5)
+    assert reported == [(True, threading.get_ident())]  # on the loop
+
+    link.send_bms(FRAMES)  # fresh frames end the safe state
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0 and not sim.warnings, 1.5)
+    assert not fresh(link.guard_tripped)
+    assert await wait_until(lambda: len(reported) == 2, 0.5)
+    assert reported[1][0] is False
+    assert link.guard_trips == 1
+    # Swapping the payloads in place never disturbed the cadence.
+    assert_cadence(sim, (ID_CHARGE_LIMITS, ID_SOC), minimum=4)
+    assert sim.min_interval_violations == 0
+
+    # A stop after a trip goes straight to 0 A: the 1 A step never raises the limit again.
+    link.guard_time = 0.3
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 0.0, 0.3 + SAFE_WITHIN)
+    tripped_at = time.time()
+    await link.send_final_and_stop()
+    await asyncio.sleep(0.1)
+    charge = sim.sent_values(ID_CHARGE_LIMITS, "charge_current_limit")
+    assert {ccl for stamp, ccl in charge if stamp > tripped_at} <= {0.0}
+    assert charge[-1][1] == 0.0
+    assert link.guard_trips == 2
+
+
+async def test_confirm_keeps_frames_alive_but_never_ends_the_safe_state(rig: Rig) -> None:
+    sim = await rig.si()
+    bus = rig.bus(FaultyBus)
+    trips: list[int] = []
+    sender = rig.sender(0.25, guard_time=0.5, on_guard_trip=lambda: trips.append(1))
+    assert not sender.confirm()  # not running
+    sender.start(bus, FRAMES)
+    for _ in range(8):  # 0.8 s, longer than the guard time, confirmed all along
+        await asyncio.sleep(0.1)
+        assert sender.confirm()
+    assert not sender.guard_tripped
+    assert await wait_until(lambda: sender.guard_tripped, 0.5 + SAFE_WITHIN)
+    assert await wait_until(lambda: trips == [1], 0.5)
+    assert not sender.confirm()  # old frames are not vouched for by a bare confirmation
+    assert charge_current_limit_of(sender.frames) == 0.0
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 0.0, 1.0)
+
+    sender.update({ID_SOC: FRAMES[ID_SOC]})  # any fresh frames: every id comes back
+    assert sender.frames == FRAMES
+    assert not sender.guard_tripped
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0, 1.0)
+
+    # The guard time changes live; a shorter one trips at once when already exceeded.
+    await asyncio.sleep(0.3)
+    sender.guard_time = 0.2
+    assert await wait_until(lambda: sender.guard_tripped, 0.2)
+    assert sender.guard_trips == 2
+    for bad in (0.0, -1.0, 60.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="guard_time"):
+            sender.guard_time = bad
+        with pytest.raises(ValueError, match="guard_time"):
+            BmsSender(guard_time=bad)
+    assert DEFAULT_GUARD_TIME == 10.0
+    assert BmsSender().guard_time == DEFAULT_GUARD_TIME
+    await rig.in_thread(sender.stop)
+    assert link_threads() == []
+    assert sim.min_interval_violations == 0
+
+
+async def test_guard_and_safe_stop_on_a_kernel_timer_backend(rig: Rig) -> None:
+    """socketcan's BCM keeps sending the data it was given last: the guard changes that data in
+    place (modify_data, no restart, the kernel's timer keeps its phase); a stop does too."""
+    sim = await rig.si()
+    opened: list[KernelTimerBus] = []
+
+    def open_bus(config: CanConfig) -> can.BusABC:
+        bus = KernelTimerBus(config.channel)
+        opened.append(bus)
+        return bus
+
+    link, _ = rig.link(period=0.5, guard_time=0.6, open_bus=open_bus)
+    await link.start()
+    link.send_bms(FRAMES)
+    confirmed = time.time()
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0, 1.0)
+    assert await sim.wait_until(
+        lambda: sim.accepted_ccl == 0.0 and sim.warnings == {"W947"}, 0.6 + SAFE_WITHIN
+    )
+    zero = first_zero_ccl_after(sim, confirmed)
+    assert zero is not None
+    assert zero - confirmed <= 0.6 + SAFE_WITHIN
+    assert sim.accepted_soc == 60.0
+    (bus,) = opened
+    assert [task.starts for task in bus.tasks] == [1] * len(FRAMES)  # modified, not restarted
+    assert sum(task.modifications for task in bus.tasks) == 2  # 0x351 and 0x35A
+
+    link.send_bms(FRAMES)
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0 and not sim.warnings, 1.0)
+    stopping = time.time()
+    await link.send_final_and_stop()
+    await asyncio.sleep(0.1)
+    tail = [c for t, c in sim.sent_values(ID_CHARGE_LIMITS, "charge_current_limit") if t > stopping]
+    assert tail[-1] == 0.0
+    assert 1.0 in tail
+    assert tail.index(1.0) < tail.index(0.0)
+    assert sim.accepted_ccl == 0.0
+    assert_cadence(sim, (ID_CHARGE_LIMITS, ID_SOC), period=0.5, minimum=4)
+    assert sim.min_interval_violations == 0
+    assert link_threads() == []
+
+
+async def test_frames_remembered_across_an_outage_come_back_safe(rig: Rig) -> None:
+    """The adapter was gone for longer than the guard time and the controller said nothing
+    since: the first frame after the reconnect is already a safe one."""
+    sim = await rig.si(interval=0.2)
+    opened: list[FaultyBus] = []
+    refuse = threading.Event()
+    reported: list[bool] = []
+
+    def open_bus(config: CanConfig) -> can.BusABC:
+        if refuse.is_set():
+            raise can.CanInitializationError("adapter not there")
+        bus = FaultyBus(config.channel)
+        opened.append(bus)
+        return bus
+
+    link, seen = rig.link(
+        period=0.3,
+        guard_time=0.5,
+        min_backoff=0.05,
+        max_backoff=0.05,
+        open_bus=open_bus,
+        on_guard=reported.append,
+    )
+    await link.start()
+    link.send_bms(FRAMES)
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0, 1.0)
+    refuse.set()
+    opened[0].shutdown()  # unplugged
+    assert await wait_until(lambda: seen.states != [], 1.0)
+    await asyncio.sleep(0.8)  # longer than the guard time, nobody confirms
+    replugged = time.time()
+    refuse.clear()
+    assert await wait_until(lambda: link.connected and link.bms_running, 1.0)
+    assert await sim.wait_until(
+        lambda: len([t for t in sim.received[ID_CHARGE_LIMITS] if t > replugged]) >= 2, 1.5
+    )
+    after = [
+        c for t, c in sim.sent_values(ID_CHARGE_LIMITS, "charge_current_limit") if t > replugged
+    ]
+    assert set(after) == {0.0}, after
+    assert link.guard_tripped
+    assert await wait_until(lambda: reported == [True], 0.5)
+
+    # Frames sent while the adapter is away are fresh when it returns: no safe state then.
+    link.send_bms(FRAMES)
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0, 1.0)
+    assert await wait_until(lambda: reported == [True, False], 0.5)
+    assert sim.min_interval_violations == 0
+
+
+# --- 200 ms across senders (DESIGN invariant 2) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", [FaultyBus, KernelTimerBus], ids=["paced", "kernel"])
+async def test_a_new_sender_on_the_same_bus_keeps_the_inhibit_time(
+    rig: Rig, factory: Callable[[str], can.BusABC]
+) -> None:
+    """A sender stopped right after its frames went out, a new one (another bus object on the
+    same channel) started at once: its first frame of each id waits for the 200 ms."""
+    sim = await rig.si()
+    first, second = rig.sender(), rig.sender()
+    first.start(rig.bus(factory), FRAMES)
+    assert await wait_until(lambda: all(arrivals(sim, i) for i in FRAMES), 1.0)
+    await rig.in_thread(first.stop)
+    second.start(rig.bus(factory), FRAMES)
+    assert await wait_until(lambda: all(arrivals(sim, i) >= 2 for i in FRAMES), 1.0)
+    for arbitration_id in FRAMES:
+        gap = sim.periods(arbitration_id)[0]
+        assert gap >= MIN_PERIOD + INHIBIT_MARGIN - 0.01, (hex(arbitration_id), gap)
+    assert sim.min_interval_violations == 0
+    key = ("", f"Virtual bus channel {rig.channel}")
+    assert last_send_free_at(key, ID_SOC) > time.perf_counter() - 1.0
+    assert last_send_free_at(key, 0x123) == -math.inf
+
+
+async def test_a_reloaded_link_keeps_the_inhibit_time(rig: Rig) -> None:
+    """An entry reload: the old link ends with its safe frames and a new link on the same
+    channel starts at once. The SI never sees two frames of one id closer than 200 ms."""
+    sim = await rig.si()
+    for _ in range(2):
+        link, _ = rig.link(period=0.5)
+        await link.start()
+        link.send_bms(FRAMES)
+        before = arrivals(sim, ID_CHARGE_LIMITS)
+        assert await wait_until(lambda: arrivals(sim, ID_CHARGE_LIMITS) > before, 1.0)  # noqa: B023
+        await link.send_final_and_stop()
+    link, _ = rig.link(period=0.5)
+    await link.start()
+    link.send_bms(FRAMES)
+    assert await sim.wait_until(lambda: sim.accepted_ccl == 50.0, 1.0)
+    for arbitration_id in FRAMES:
+        assert min(sim.periods(arbitration_id)) >= MIN_PERIOD, hex(arbitration_id)
+    assert sim.min_interval_violations == 0
+
+
+# --- 0x35A after a restart (DESIGN invariant 8) ---------------------------------------------------
+
+
+async def test_an_alarm_clears_after_the_bms_restarts(rig: Rig) -> None:
+    """The BMS raised an alarm and went away without a final state (a crash). The restarted BMS
+    no longer sees the condition: its continuous "leaves" clears the SI's latched fault."""
+    sim = await rig.si()
+    link, _ = rig.link(period=0.5)
+    await link.start()
+    alarm = dataclasses.replace(STATE, alarms=encode_alarm_bits([AlarmItem.HIGH_TEMP]))
+    link.send_bms(encode_bms_frames(alarm))
+    assert await sim.wait_until(lambda: sim.faults == {"F923"}, 1.5)
+    await link.close()
+
+    link, _ = rig.link(period=0.5)
+    await link.start()
+    link.send_bms(FRAMES)
+    assert await sim.wait_until(lambda: not sim.in_fault, 1.5)
+    assert sim.running
+    assert sim.min_interval_violations == 0
+
+
+# --- any sequence (hypothesis) --------------------------------------------------------------------
+
+H_PERIOD = 0.3
+H_GUARD = 0.5
+
+_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.floats(0.0, 100.0), st.floats(0.0, 120.0)),
+        st.tuples(st.just("silence"), st.floats(0.05, 1.5)),
+        st.tuples(st.just("reload"), st.booleans()),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(operations=_OPERATIONS)
+async def test_any_sequence_keeps_the_inhibit_time_and_the_guard(
+    operations: list[tuple[Any, ...]],
+) -> None:
+    """Random frames, confirmations, silences and reloads (with or without a final state):
+    no two frames of one id closer than 200 ms at the SI, and once the guard time passed
+    without a confirmation the SI works with CCL 0 A within ``SAFE_WITHIN`` more."""
+    loop = asyncio.get_running_loop()
+    channel = f"can-link-h-{uuid.uuid4().hex}"
+    si_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    sim = SunnyIslandSimulator(si_bus, seed=1)
+    await sim.start()
+    links: list[CanLink] = []
+
+    async def new_link() -> CanLink:
+        link = CanLink(
+            CanConfig("virtual", channel),
+            loop=loop,
+            on_frame=lambda *_: None,
+            on_state=lambda *_: None,
+            period=H_PERIOD,
+            guard_time=H_GUARD,
+        )
+        links.append(link)
+        await link.start()
+        return link
+
+    try:
+        link = await new_link()
+        confirmed: float | None = None
+        for operation in operations:
+            if operation[0] == "send":
+                state = dataclasses.replace(
+                    STATE, soc=operation[1], charge_current_limit=operation[2]
+                )
+                confirmed = time.time()
+                link.send_bms(encode_bms_frames(state))
+                await asyncio.sleep(0.05)
+            elif operation[0] == "silence":
+                await asyncio.sleep(operation[1])
+            else:
+                if operation[1]:
+                    await link.send_final_and_stop()
+                    if confirmed is not None:
+                        await asyncio.sleep(0.1)
+                        assert sim.accepted_ccl == 0.0
+                else:
+                    await link.close()
+                link = await new_link()
+                confirmed = None
+            if confirmed is not None and time.time() - confirmed > H_GUARD + SAFE_WITHIN + 0.2:
+                zero = first_zero_ccl_after(sim, confirmed)
+                assert zero is not None
+                assert zero - confirmed <= H_GUARD + SAFE_WITHIN
+                assert sim.accepted_ccl == 0.0
+        if confirmed is not None:  # no more confirmations from here on
+            since = confirmed
+            deadline = since + H_GUARD + SAFE_WITHIN
+            assert await sim.wait_until(
+                lambda: first_zero_ccl_after(sim, since) is not None,
+                max(deadline - time.time(), 0.0) + 0.2,
+            )
+            zero = first_zero_ccl_after(sim, since)
+            assert zero is not None
+            assert zero <= deadline
+            assert sim.accepted_ccl == 0.0
+        await link.send_final_and_stop()
+        await asyncio.sleep(0.1)
+        assert sim.min_interval_violations == 0, {
+            hex(i): min(sim.periods(i), default=None) for i in FRAMES
+        }
+    finally:
+        for link in links:
+            await link.close()
+        await sim.stop()
+        si_bus.shutdown()

@@ -15,7 +15,12 @@ readable while every ``recv`` raises - the loop would spin.
 How the frames are kept honest ([SMA-TI] 5.1, DESIGN invariants 1, 2 and 6):
 
 * One task per id, started ``STAGGER`` apart so the six frames do not hit the bus in the same
-  millisecond; a restart waits until ``MIN_PERIOD`` has passed since the previous run stopped.
+  millisecond. The 200 ms inhibit time holds across restarts and across senders: a process-wide
+  record keeps, per (interface, channel, id), when a frame last went out (or, for a backend whose
+  sends cannot be observed, when it may have), and the first frame of a new run waits until
+  ``MIN_PERIOD`` plus a margin has passed since then. A reloading entry builds a new link on the
+  same bus right after the old one sent its final frames; without the record its first frames
+  came 160 ms after the old ones.
 * New data replaces the old in place (``modify_data``): no extra frame, the 1 s timer keeps
   running. On socketcan python-can's ``modify_data`` sends ``TX_SETUP`` with no timer flags (only
   ``CAN_FD_FRAME`` for FD frames). The kernel (``net/can/bcm.c``, ``bcm_tx_setup`` on an existing
@@ -33,6 +38,15 @@ How the frames are kept honest ([SMA-TI] 5.1, DESIGN invariants 1, 2 and 6):
   bursting, and wakes at once on a stop. The pacer also stands in for the bus inside the task
   (``task.bus``), so it learns when each send really finished - which is how
   :meth:`BmsSender.wait_sent` knows that the final frames are out before they are stopped.
+
+The frames must never outlive the controller that decides them (DESIGN invariant 7). A dead-man
+guard in every sender counts each update (:meth:`CanLink.send_bms`) as the controller's
+confirmation; when none came for ``guard_time`` seconds, the guard's own thread replaces the
+payloads in place with :func:`~.sma_can.safe_bms_frames` of the last ones (CCL 0 A, SOC held, a
+warning in 0x35A): on socketcan too, where the kernel keeps sending whatever data it was given
+last, and whatever happens to the event loop. Fresh frames end the safe state. A stop
+(:meth:`CanLink.send_final_and_stop`) leaves the SI in the same safe state: CCL through 1 A to
+0 A, each step confirmed on the wire before the next.
 
 python-can 4.6.1 facts this module relies on: a thread-based task reads ``bus``, ``period_ns``,
 ``modifier_callback`` and ``on_error`` in its thread (set here before it starts); stopping a task
@@ -69,7 +83,15 @@ from can.broadcastmanager import (
 from can.typechecking import CanFilter
 
 from . import ProtocolError
-from .sma_can import MIN_PERIOD, SEND_PERIOD, SI_FRAME_IDS
+from .sma_can import (
+    MIN_PERIOD,
+    SEND_PERIOD,
+    SI_FRAME_IDS,
+    SOC_TIMEOUT,
+    STEP_CURRENT,
+    charge_current_limit_of,
+    safe_bms_frames,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -104,6 +126,11 @@ FINAL_WAIT_MARGIN: Final = 0.5
 frames, s."""
 JOIN_MARGIN: Final = 1.0
 THREAD_JOIN_TIMEOUT: Final = 10.0
+INHIBIT_MARGIN: Final = 0.03
+"""Kept on top of ``MIN_PERIOD`` between the last frame of an id and the first of a new run: the
+send times are taken after the send returned, a serial adapter may still hold the frame, s."""
+DEFAULT_GUARD_TIME: Final = 10.0
+"""Seconds without a confirmation (an update) after which the sender switches to safe frames."""
 
 _STANDARD_ID_MASK: Final = 0x7FF
 _MAX_DATA: Final = 8
@@ -196,6 +223,51 @@ def _gs_usb_address(channel: str) -> dict[str, int]:
 
 # --- periodic BMS frames -----------------------------------------------------------------------
 
+type ChannelKey = tuple[str, str]
+"""(interface, channel): one physical bus, as far as this process can tell."""
+
+
+class _LastSends:
+    """When each id last went out on each bus, process-wide (``time.perf_counter()``).
+
+    Module level on purpose: it outlives every sender and every link, so a sender created by a
+    reloaded entry knows what the previous one sent. Thread-safe: pacer threads record, starter
+    threads ask.
+    """
+
+    __slots__ = ("_lock", "_times")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._times: dict[tuple[ChannelKey, int], float] = {}
+
+    def record(self, key: ChannelKey, arbitration_id: int, at: float) -> None:
+        """Note a send (or the latest moment one may have happened) at ``at``."""
+        with self._lock:
+            previous = self._times.get((key, arbitration_id))
+            if previous is None or at > previous:
+                self._times[(key, arbitration_id)] = at
+
+    def free_at(self, key: ChannelKey, arbitration_id: int) -> float:
+        """The earliest ``time.perf_counter()`` at which the id may be sent again on ``key``."""
+        with self._lock:
+            last = self._times.get((key, arbitration_id))
+        return -math.inf if last is None else last + MIN_PERIOD + INHIBIT_MARGIN
+
+
+_LAST_SENDS: Final = _LastSends()
+
+
+def last_send_free_at(key: ChannelKey, arbitration_id: int) -> float:
+    """When ``arbitration_id`` may next go out on ``key`` (``time.perf_counter()``; -inf: now)."""
+    return _LAST_SENDS.free_at(key, arbitration_id)
+
+
+def _bus_key(bus: can.BusABC) -> ChannelKey:
+    """A key for a bus handed to a sender without one: python-can's description of its channel
+    (``"Virtual bus channel x"``), the same for every bus object on that channel."""
+    return ("", str(bus.channel_info))
+
 
 def _bms_message(arbitration_id: int, data: bytes) -> can.Message:
     return can.Message(arbitration_id=arbitration_id, data=data, is_extended_id=False)
@@ -213,7 +285,17 @@ class _Pacer:
     when it went out, and drops it once the sender is stopping.
     """
 
-    __slots__ = ("_bus", "_changed", "_due", "_halt", "_period", "_slot", "sent", "sent_at")
+    __slots__ = (
+        "_bus",
+        "_changed",
+        "_due",
+        "_halt",
+        "_key",
+        "_period",
+        "_slot",
+        "sent",
+        "sent_at",
+    )
 
     def __init__(
         self,
@@ -221,11 +303,13 @@ class _Pacer:
         period: float,
         changed: threading.Condition,
         halt: threading.Event,
+        key: ChannelKey,
     ) -> None:
         self._bus = bus
         self._period = period
         self._changed = changed
         self._halt = halt
+        self._key = key
         self._due: float | None = None
         self._slot: float | None = None
         """When the frame being sent was due."""
@@ -257,6 +341,7 @@ class _Pacer:
             return
         self._bus.send(message, timeout)
         sent_at = time.perf_counter()
+        _LAST_SENDS.record(self._key, message.arbitration_id, sent_at)
         if (
             self._slot is not None
             and self._due is not None
@@ -283,12 +368,16 @@ class _Slot:
 
 
 class BmsSender:
-    """Owns one ``send_periodic`` task per BMS frame id; data modified in place.
+    """Owns one ``send_periodic`` task per BMS frame id; data modified in place; a dead-man guard.
 
-    Thread-safe: :meth:`start` and :meth:`update` never block (call them from the event loop);
-    :meth:`stop` (briefly: it joins threads) and :meth:`wait_sent` block (run them in an
-    executor). A stopped sender can be
-    started again, on the same or another bus.
+    Thread-safe: :meth:`start`, :meth:`update` and :meth:`confirm` never block (call them from
+    the event loop); :meth:`stop` (briefly: it joins threads) and :meth:`wait_sent` block (run
+    them in an executor). A stopped sender can be started again, on the same or another bus.
+
+    The guard (DESIGN invariant 7): every :meth:`update` confirms the frames. When no
+    confirmation came for ``guard_time`` seconds, a thread of the sender (not the event loop)
+    replaces the payloads in place with :func:`~.sma_can.safe_bms_frames` of the last ones and
+    calls ``on_guard_trip`` (in that thread). The next :meth:`update` brings the frames back.
     """
 
     def __init__(
@@ -297,8 +386,15 @@ class BmsSender:
         *,
         stagger: float = STAGGER,
         on_send_error: Callable[[Exception], None] | None = None,
+        guard_time: float = DEFAULT_GUARD_TIME,
+        on_guard_trip: Callable[[], None] | None = None,
+        channel_key: ChannelKey | None = None,
     ) -> None:
-        """``on_send_error`` is called in a sender thread for every failed send."""
+        """``on_send_error`` is called in a sender thread for every failed send.
+
+        ``channel_key`` names the bus for the inhibit time kept across senders (see
+        :func:`last_send_free_at`); without one it is taken from the bus at :meth:`start`.
+        """
         if not period >= MIN_PERIOD:
             raise ValueError(f"period must be at least {MIN_PERIOD} s")
         if not 0.0 <= stagger < MIN_PERIOD:
@@ -306,12 +402,24 @@ class BmsSender:
         self._period = period
         self._stagger = stagger
         self._on_send_error = on_send_error
+        self._guard_time = _checked_guard_time(guard_time)
+        self._on_guard_trip = on_guard_trip
+        self._channel_key = channel_key
         self._changed = threading.Condition()
         self._slots: dict[int, _Slot] = {}
         self._halt = threading.Event()
         self._starter: threading.Thread | None = None
-        self._stopped_at: float | None = None
+        self._guard: threading.Thread | None = None
+        self._key: ChannelKey = ("", "")
         self._send_errors = 0
+        # The dead-man guard. _wanted: the payloads last given (what goes out unless safe).
+        self._wanted: dict[int, bytes] = {}
+        self._confirmed_at = -math.inf
+        self._safe = False
+        self._tripped_for: float | None = None
+        """The confirmation whose expiry was counted (a restart does not count it again)."""
+        self._trip_notice = False
+        self._guard_trips = 0
 
     @property
     def period(self) -> float:
@@ -330,15 +438,43 @@ class BmsSender:
 
     @property
     def frames(self) -> dict[int, bytes]:
-        """The payload each task carries now, by id (empty while stopped)."""
+        """The payload each task carries now (safe ones while tripped), by id; empty if stopped."""
         with self._changed:
             return {key: bytes(slot.message.data) for key, slot in self._slots.items()}
 
-    def start(self, bus: can.BusABC, frames: Mapping[int, bytes]) -> None:
+    @property
+    def guard_time(self) -> float:
+        """Seconds without a confirmation before the guard switches to safe frames."""
+        return self._guard_time
+
+    @guard_time.setter
+    def guard_time(self, seconds: float) -> None:
+        """Takes effect at once: a shorter time may trip the guard right away."""
+        checked = _checked_guard_time(seconds)
+        with self._changed:
+            self._guard_time = checked
+            self._changed.notify_all()
+
+    @property
+    def guard_tripped(self) -> bool:
+        """The frames are the safe ones because the controller stopped confirming them."""
+        return self._safe
+
+    @property
+    def guard_trips(self) -> int:
+        """How often the guard switched to safe frames since this sender was created."""
+        return self._guard_trips
+
+    def start(
+        self, bus: can.BusABC, frames: Mapping[int, bytes], *, confirmed_at: float | None = None
+    ) -> None:
         """Create one task per id and start them ``stagger`` apart in a short-lived thread.
 
-        Does not block. The first frame of an id goes out no sooner than ``MIN_PERIOD`` after the
-        previous run was stopped.
+        Does not block. The first frame of an id goes out no sooner than ``MIN_PERIOD`` (plus
+        ``INHIBIT_MARGIN``) after the last one any sender of this process sent on the same bus.
+        ``confirmed_at`` (``time.perf_counter()``) says when the controller last confirmed
+        ``frames``, None meaning now: frames remembered across a reconnect start as safe frames
+        when their confirmation is older than ``guard_time``.
         """
         _check_payloads(frames)
         if not frames:
@@ -347,14 +483,20 @@ class BmsSender:
             if self._slots:
                 raise RuntimeError("BMS frames are already being sent")
             now = time.perf_counter()
+            key = self._channel_key if self._channel_key is not None else _bus_key(bus)
             halt = threading.Event()
+            self._wanted = {arbitration_id: bytes(data) for arbitration_id, data in frames.items()}
+            self._confirmed_at = now if confirmed_at is None else min(confirmed_at, now)
+            self._safe = False
+            if now - self._confirmed_at >= self._guard_time:
+                self._trip_locked()
             slots: dict[int, _Slot] = {}
-            for arbitration_id, data in frames.items():
+            for arbitration_id, data in self._payloads_locked().items():
                 message = _bms_message(arbitration_id, data)
                 task = bus.send_periodic(message, self._period, autostart=False)
                 pacer: _Pacer | None = None
                 if isinstance(task, ThreadBasedCyclicSendTask):
-                    pacer = _Pacer(bus, self._period, self._changed, halt)
+                    pacer = _Pacer(bus, self._period, self._changed, halt, key)
                     task.modifier_callback = pacer.before_send
                     task.on_error = functools.partial(self._on_task_error, halt)
                     # The task only calls bus.send(); the pacer forwards it and notes the end.
@@ -362,23 +504,32 @@ class BmsSender:
                     # Its thread then never sleeps by itself: the pacer keeps the schedule.
                     task.period_ns = 0
                 slots[arbitration_id] = _Slot(task, message, pacer)
-            not_before = now
-            if self._stopped_at is not None:
-                not_before = max(now, self._stopped_at + MIN_PERIOD)
             self._slots = slots
             self._halt = halt
+            self._key = key
             starter = threading.Thread(
                 target=self._start_tasks,
-                args=(list(slots.values()), not_before, halt),
+                args=(list(slots.values()), now, halt, key),
                 name="bms-sender-start",
                 daemon=True,
             )
+            guard = threading.Thread(
+                target=self._guard_loop, args=(halt,), name="bms-sender-guard", daemon=True
+            )
             self._starter = starter
+            self._guard = guard
             starter.start()
+            guard.start()
 
-    def _start_tasks(self, slots: list[_Slot], not_before: float, halt: threading.Event) -> None:
+    def _start_tasks(
+        self, slots: list[_Slot], not_before: float, halt: threading.Event, key: ChannelKey
+    ) -> None:
         for index, slot in enumerate(slots):
-            halt.wait(max(not_before + index * self._stagger - time.perf_counter(), 0.0))
+            arbitration_id = slot.message.arbitration_id
+            start_at = max(
+                not_before + index * self._stagger, _LAST_SENDS.free_at(key, arbitration_id)
+            )
+            halt.wait(max(start_at - time.perf_counter(), 0.0))
             failure: Exception | None = None
             with self._changed:
                 if halt.is_set():
@@ -392,15 +543,18 @@ class BmsSender:
                 else:
                     slot.started = True
                     slot.changed_at = None  # a start sends the present payload at once
+                    if slot.pacer is None:  # the kernel sent it; nobody tells when exactly
+                        _LAST_SENDS.record(key, arbitration_id, time.perf_counter())
             if failure is not None:
                 # Outside the lock: the error hook may take its owner's lock.
                 self._record_error(failure)
 
     def update(self, frames: Mapping[int, bytes]) -> None:
-        """Give the running tasks new payloads (any subset of the started ids).
+        """Give the running tasks new payloads (any subset of the started ids); confirms them.
 
         Unchanged payloads are skipped. Changed ones replace the old data in place: no frame is
-        sent early and the timers keep their phase (see the module docstring for socketcan).
+        sent early and the timers keep their phase (see the module docstring for socketcan). An
+        update after the guard tripped brings back the last payloads given for every id.
         """
         _check_payloads(frames)
         with self._changed:
@@ -410,19 +564,88 @@ class BmsSender:
             if unknown:
                 raise ValueError(f"ids {sorted(unknown)} were not started")
             for arbitration_id, data in frames.items():
-                slot = self._slots[arbitration_id]
-                if slot.message.data == data:
-                    continue
-                message = _bms_message(arbitration_id, data)
-                task = slot.task
-                assert isinstance(task, ModifiableCyclicTaskABC)
-                if slot.started:
-                    task.modify_data(message)
-                else:
-                    # Not handed to the backend yet: the starter thread will start it with this.
-                    task.messages = (message,)
-                slot.message = message
-                slot.changed_at = time.perf_counter()
+                self._wanted[arbitration_id] = bytes(data)
+            self._confirmed_at = time.perf_counter()
+            self._safe = False
+            self._changed.notify_all()  # the guard starts counting again
+            self._apply_locked(self._wanted)
+
+    def confirm(self) -> bool:
+        """The controller vouches for the present frames: the guard starts counting again.
+
+        False (and nothing changes) while stopped or once the guard has tripped: only fresh
+        frames (:meth:`update`) end the safe state, never a bare confirmation of old ones.
+        """
+        with self._changed:
+            if not self._slots or self._safe:
+                return False
+            self._confirmed_at = time.perf_counter()
+            self._changed.notify_all()
+            return True
+
+    def _payloads_locked(self) -> dict[int, bytes]:
+        return safe_bms_frames(self._wanted) if self._safe else dict(self._wanted)
+
+    def _apply_locked(self, frames: Mapping[int, bytes]) -> None:
+        """Put ``frames`` into the tasks in place; raises what the backend raises."""
+        for arbitration_id, data in frames.items():
+            slot = self._slots[arbitration_id]
+            if slot.message.data == data:
+                continue
+            message = _bms_message(arbitration_id, data)
+            task = slot.task
+            assert isinstance(task, ModifiableCyclicTaskABC)
+            if slot.started:
+                task.modify_data(message)
+            else:
+                # Not handed to the backend yet: the starter thread will start it with this.
+                task.messages = (message,)
+            slot.message = message
+            slot.changed_at = time.perf_counter()
+
+    def _trip_locked(self) -> None:
+        """Enter the safe state; count it once per confirmation that ran out."""
+        self._safe = True
+        if self._tripped_for != self._confirmed_at:
+            self._tripped_for = self._confirmed_at
+            self._guard_trips += 1
+            self._trip_notice = True
+
+    def _guard_loop(self, halt: threading.Event) -> None:
+        """The dead-man guard of one run: waits for the deadline, then goes safe by itself."""
+        while True:
+            failure: Exception | None = None
+            with self._changed:
+                while not halt.is_set() and not self._trip_notice:
+                    if self._safe:
+                        self._changed.wait()  # until fresh frames or a stop
+                        continue
+                    remaining = self._confirmed_at + self._guard_time - time.perf_counter()
+                    if remaining > 0:
+                        self._changed.wait(remaining)
+                        continue
+                    self._trip_locked()
+                    try:
+                        self._apply_locked(self._payloads_locked())
+                    except Exception as err:  # a BCM TX_SETUP refused: the link reopens
+                        failure = err
+                    break
+                if halt.is_set():
+                    return
+                notice, self._trip_notice = self._trip_notice, False
+            # Outside the lock: both hooks may take their owner's lock.
+            if failure is not None:
+                self._record_error(failure)
+            if notice:
+                _LOGGER.warning(
+                    "BMS frames not confirmed for %.1f s: sending safe frames (CCL 0 A)",
+                    self._guard_time,
+                )
+                if self._on_guard_trip is not None:
+                    try:
+                        self._on_guard_trip()
+                    except Exception:  # the guard must outlive a broken hook
+                        _LOGGER.exception("guard trip hook failed")
 
     def wait_sent(self, timeout: float) -> bool:
         """Block until every task has sent its present payload at least once; False on timeout.
@@ -456,6 +679,7 @@ class BmsSender:
         """Stop every task and join every thread (blocking, but quick). Idempotent.
 
         A frame whose send is under way when the stop begins still completes; none starts after.
+        The guard state (the last confirmation) is kept for the next :meth:`start`.
         """
         with self._changed:
             slots = list(self._slots.values())
@@ -464,7 +688,7 @@ class BmsSender:
             # Under the lock, so the starter thread cannot start a task in between. The tasks
             # are marked stopped before their pacers are woken, so no thread loops once more.
             self._slots = {}
-            starter = self._starter
+            starter, guard = self._starter, self._guard
             for slot in slots:
                 try:
                     slot.task.stop()
@@ -472,10 +696,17 @@ class BmsSender:
                     _LOGGER.debug(
                         "stopping the periodic task %#x: %s", slot.message.arbitration_id, err
                     )
+            stopped = time.perf_counter()
+            for slot in slots:
+                if slot.started and slot.pacer is None:
+                    # The kernel may have sent it up to the moment it was deleted.
+                    _LAST_SENDS.record(self._key, slot.message.arbitration_id, stopped)
             self._halt.set()
             self._changed.notify_all()
         assert starter is not None  # set together with the slots
+        assert guard is not None
         starter.join()
+        guard.join()
         for slot in slots:
             # python-can's thread-based task does not join its thread on stop(). Its pacer
             # wakes on the halt event, so the thread leaves at once unless a send hangs.
@@ -484,7 +715,6 @@ class BmsSender:
                 thread.join(self._period + JOIN_MARGIN)
                 if thread.is_alive():  # pragma: no cover - a send blocked in the driver
                     _LOGGER.warning("BMS frame thread %s did not stop", thread.name)
-        self._stopped_at = time.perf_counter()
 
     def _on_task_error(self, halt: threading.Event, error: Exception) -> bool:
         """``on_error`` of a thread-based task: keep sending unless the sender is stopping."""
@@ -496,6 +726,13 @@ class BmsSender:
             self._send_errors += 1
         if self._on_send_error is not None:
             self._on_send_error(error)
+
+
+def _checked_guard_time(seconds: float) -> float:
+    """The guard must trip before the SI's own 60 s supervision gives up on the BMS."""
+    if not 0.0 < seconds < SOC_TIMEOUT:
+        raise ValueError(f"guard_time must be above 0 and below {SOC_TIMEOUT:g} s")
+    return float(seconds)
 
 
 def _check_payloads(frames: Mapping[int, bytes]) -> None:
@@ -551,6 +788,10 @@ def _ignore_state(_connected: bool, _reason: str | None) -> None:
     """State callback after close."""
 
 
+def _ignore_guard(_tripped: bool) -> None:
+    """Guard callback when none was given, and after close."""
+
+
 class CanLink:
     """A CAN bus that reopens itself: receive thread -> asyncio, BMS sender, health.
 
@@ -559,6 +800,11 @@ class CanLink:
     time (epoch seconds). ``on_state(False, reason)`` is called once when the bus fails and
     ``on_state(True, None)`` once when frames flow again after the reopen. After :meth:`start`
     the link counts as connected.
+
+    Every :meth:`send_bms` confirms the frames to the dead-man guard: after ``guard_time``
+    seconds without one the frames turn safe by themselves (see :class:`BmsSender`), and
+    ``on_guard(True)`` is called on the event loop; ``on_guard(False)`` once fresh frames have
+    replaced them. :attr:`guard_tripped` and :attr:`guard_trips` tell the same.
     """
 
     def __init__(
@@ -572,6 +818,8 @@ class CanLink:
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
         open_bus: Callable[[CanConfig], can.BusABC] | None = None,
+        guard_time: float = DEFAULT_GUARD_TIME,
+        on_guard: Callable[[bool], None] | None = None,
     ) -> None:
         """Prepare the link; nothing is opened before :meth:`start`."""
         if not 0 < min_backoff <= max_backoff:
@@ -585,10 +833,19 @@ class CanLink:
         self._open_bus: Callable[[CanConfig], can.BusABC] = (
             open_bus if open_bus is not None else CanConfig.open
         )
-        self._sender = BmsSender(period, on_send_error=self._on_send_error)
+        self._sender = BmsSender(
+            period,
+            on_send_error=self._on_send_error,
+            guard_time=guard_time,
+            on_guard_trip=self._on_guard_trip,
+            channel_key=(config.interface, config.channel),
+        )
+        self._on_guard = on_guard if on_guard is not None else _ignore_guard
+        self._guard_reported = False
         self._lock = threading.Lock()
         self._bus: can.BusABC | None = None
         self._frames: dict[int, bytes] = {}
+        self._confirmed_at: float | None = None
         self._sender_active = False
         self._fault: str | None = None
         self._connection_send_errors = 0
@@ -652,6 +909,31 @@ class CanLink:
         """The periodic BMS tasks exist (False while the bus is down and after stop)."""
         return self._sender.running
 
+    @property
+    def bms_frames(self) -> dict[int, bytes]:
+        """The payloads the periodic tasks carry now (safe ones while the guard has tripped)."""
+        return self._sender.frames
+
+    @property
+    def guard_time(self) -> float:
+        """Seconds without :meth:`send_bms` after which the frames turn safe by themselves."""
+        return self._sender.guard_time
+
+    @guard_time.setter
+    def guard_time(self, seconds: float) -> None:
+        """Change it live (0 < seconds < 60); raises ValueError outside that range."""
+        self._sender.guard_time = seconds
+
+    @property
+    def guard_tripped(self) -> bool:
+        """The frames are the safe ones because :meth:`send_bms` stopped coming."""
+        return self._sender.guard_tripped
+
+    @property
+    def guard_trips(self) -> int:
+        """How often the guard switched to safe frames since this link was created."""
+        return self._sender.guard_trips
+
     # --- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -680,11 +962,13 @@ class CanLink:
         thread.start()
 
     def send_bms(self, frames: Mapping[int, bytes]) -> None:
-        """Send these BMS payloads every period from now on (non-blocking).
+        """Send these BMS payloads every period from now on (non-blocking); confirms them.
 
         The first call starts the periodic tasks, later calls update them in place (the set of
         ids is fixed by the first call; later calls may pass any subset). The latest payloads are
-        remembered and sent again after a reconnect. Ignored once closing has begun.
+        remembered and sent again after a reconnect (as safe frames, should the reconnect come
+        later than ``guard_time`` after this call). Every call is a confirmation for the
+        dead-man guard and ends its safe state. Ignored once closing has begun.
         """
         _check_payloads(frames)
         with self._lock:
@@ -694,6 +978,7 @@ class CanLink:
             if self._frames and unknown:
                 raise ValueError(f"ids {sorted(unknown)} were not sent before")
             self._frames.update(frames)
+            self._confirmed_at = time.perf_counter()
             if self._sender_active:
                 try:
                     self._sender.update(frames)
@@ -701,13 +986,35 @@ class CanLink:
                     self._fault = f"cannot update the BMS frames: {_describe(err)}"
             elif self._bus is not None:
                 self._start_sender_locked(self._bus)
+        if self._guard_reported:
+            self._call(self._sync_guard)
 
-    async def send_final_and_stop(self, frames: Mapping[int, bytes] | None = None) -> None:
-        """Send ``frames`` as the last state, then stop the frames, the reader and the bus.
+    def confirm(self) -> bool:
+        """Confirm the frames already being sent without new payloads (see :meth:`send_bms`).
 
-        Waits (about one period) until every task has sent its final payload, so the SI keeps
-        the last state; then stops the tasks, joins every thread and shuts the bus down. All
-        blocking work runs in executors. Idempotent; concurrent calls wait for the first.
+        False while the frames are not running or the guard has tripped: only :meth:`send_bms`
+        with fresh frames ends the safe state.
+        """
+        with self._lock:
+            if self._closing or not self._sender.confirm():
+                return False
+            self._confirmed_at = time.perf_counter()
+            return True
+
+    async def send_final_and_stop(
+        self, frames: Mapping[int, bytes] | None = None, *, safe: bool = True
+    ) -> None:
+        """End with safe frames on the wire, then stop the frames, the reader and the bus.
+
+        ``frames`` (optional) update the last state first. With ``safe`` (the default, DESIGN
+        invariant 6) the last state is then made safe with :func:`~.sma_can.safe_bms_frames`:
+        CCL to 1 A (only when it is above that on the wire), confirmed on the wire, then 0 A
+        with SOC held and the safe warning, confirmed on the wire too; so the SI, which keeps
+        the last accepted values, is left not charging. Without ``safe``, ``frames`` go out
+        unchanged as the last state. Each step waits at most one period plus
+        ``FINAL_WAIT_MARGIN``, so a stop takes a few seconds at most, even with a failing
+        adapter. Then the tasks stop, every thread is joined and the bus shut down. All blocking
+        work runs in executors. Idempotent; concurrent calls wait for the first.
         """
         if frames is not None:
             _check_payloads(frames)
@@ -716,20 +1023,12 @@ class CanLink:
                 return
             with self._lock:
                 self._closing = True
-                active = self._sender_active
                 if frames is not None:
                     self._frames.update(frames)
-                    if active:
-                        try:
-                            self._sender.update(frames)
-                        except (can.CanError, OSError, ValueError) as err:
-                            _LOGGER.warning("final BMS frames not accepted: %s", err)
-                            active = False
-            if active and frames is not None:
-                sender = self._sender
-                timeout = sender.period + FINAL_WAIT_MARGIN
-                if not await self._loop.run_in_executor(None, sender.wait_sent, timeout):
-                    _LOGGER.warning("final BMS frames may not have been sent")
+                last = dict(self._frames)
+                steps = self._final_steps(last, frames, safe) if self._sender_active else []
+            for step in steps:
+                await self._send_final_step(step)
             with self._lock:
                 stop_sender, self._sender_active = self._sender_active, False
             if stop_sender:
@@ -745,21 +1044,66 @@ class CanLink:
             self._connected = False
             self._on_frame = _ignore_frame
             self._on_state = _ignore_state
+            self._on_guard = _ignore_guard
             self._closed = True
 
     async def close(self) -> None:
-        """Stop without waiting for a final state (same as :meth:`send_final_and_stop`)."""
-        await self.send_final_and_stop(None)
+        """Stop at once, without a final state: for probes and links that never sent frames.
+
+        The SI keeps the last frames' values until its own 60 s supervision; an entry that
+        unloads uses :meth:`send_final_and_stop`, which leaves safe values behind.
+        """
+        await self.send_final_and_stop(None, safe=False)
+
+    def _final_steps(
+        self, last: dict[int, bytes], frames: Mapping[int, bytes] | None, safe: bool
+    ) -> list[dict[int, bytes]]:
+        """The payloads a stop sends, in order (under self._lock)."""
+        if not safe:
+            return [] if frames is None else [dict(frames)]
+        if not last:
+            return []
+        steps: list[dict[int, bytes]] = []
+        # The 1 A step must never raise the limit: not above the last state, nor above what is
+        # on the wire (0 A already when the guard has tripped).
+        present = [
+            ccl
+            for ccl in (charge_current_limit_of(last), charge_current_limit_of(self._sender.frames))
+            if ccl is not None
+        ]
+        if present and min(present) > STEP_CURRENT:
+            steps.append(safe_bms_frames(last, charge_current_limit=STEP_CURRENT))
+        steps.append(safe_bms_frames(last))
+        return steps
+
+    async def _send_final_step(self, frames: dict[int, bytes]) -> None:
+        """Put one step of the stop on the wire and wait until every task has sent it."""
+        with self._lock:
+            if not self._sender_active:
+                return
+            try:
+                self._sender.update(frames)
+            except (can.CanError, OSError, ValueError) as err:
+                _LOGGER.warning("final BMS frames not accepted: %s", err)
+                return
+        sender = self._sender
+        timeout = sender.period + FINAL_WAIT_MARGIN
+        if not await self._loop.run_in_executor(None, sender.wait_sent, timeout):
+            _LOGGER.warning("final BMS frames may not have been sent")
 
     # --- BMS sender (under self._lock) --------------------------------------------------------
 
     def _start_sender_locked(self, bus: can.BusABC) -> None:
         try:
-            self._sender.start(bus, self._frames)
+            self._sender.start(bus, self._frames, confirmed_at=self._confirmed_at)
         except (can.CanError, OSError) as err:
             self._fault = f"cannot start the BMS frames: {_describe(err)}"
             return
         self._sender_active = True
+
+    def _on_guard_trip(self) -> None:
+        """Runs in the guard thread: tell the owner on the event loop."""
+        self._call(self._sync_guard)
 
     def _on_send_error(self, error: Exception) -> None:
         """Runs in a sender thread: too many failed sends make the reader reopen the bus."""
@@ -881,6 +1225,7 @@ class CanLink:
                 self._reconnects += 1
                 if self._frames and not self._closing:
                     self._start_sender_locked(bus)
+                    self._call(self._sync_guard)
                 return True
         _shutdown_bus(bus)
         return False
@@ -909,8 +1254,17 @@ class CanLink:
     def _notify_state(self, connected: bool, reason: str | None) -> None:
         self._on_state(connected, reason)
 
+    def _sync_guard(self) -> None:
+        """Report a change of the guard's state; reads it only now, on the loop."""
+        tripped = self._sender.guard_tripped
+        if tripped != self._guard_reported:
+            self._guard_reported = tripped
+            self._on_guard(tripped)
+
 
 __all__ = [
+    "DEFAULT_GUARD_TIME",
+    "INHIBIT_MARGIN",
     "INTERFACES",
     "SI_FILTERS",
     "BmsSender",
@@ -918,4 +1272,6 @@ __all__ = [
     "CanInterface",
     "CanLink",
     "CanLinkError",
+    "ChannelKey",
+    "last_send_free_at",
 ]
