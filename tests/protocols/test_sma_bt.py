@@ -663,9 +663,94 @@ def test_temperature_record_is_signed() -> None:
     decoded = decode_records(_reply(0x52000200, _spot_record(0x40237701, TS, raw), 1))
     assert (decoded[0].name, decoded[0].unit) == ("temperature", "°C")
     assert number(decoded[0].value) == pytest.approx(-5.12)
-    # The same bits in an unsigned (0x00) record read as a large number.
-    unsigned = decode_records(_reply(0x52000200, _spot_record(0x00237701, TS, raw), 1))
-    assert number(unsigned[0].value) == pytest.approx(raw / 100)
+    # The temperature is signed by definition: a record whose data-type byte is 0x00 carries
+    # the same -5.12 °C, not 42 949 621.84 °C.
+    plain = decode_records(_reply(0x52000200, _spot_record(0x00237701, TS, raw), 1))
+    assert number(plain[0].value) == pytest.approx(-5.12)
+
+
+SIGNED_SPOTS = [
+    (0x51000200, 0x00263F00),  # AC power
+    (0x51000200, 0x00464000),  # AC power L1
+    (0x51000200, 0x00465300),  # AC current L1
+    (0x53800200, 0x00251E00),  # DC power
+    (0x53800200, 0x00452100),  # DC current
+    (0x52000200, 0x00237700),  # temperature
+]
+UNSIGNED_SPOTS = [
+    (0x51000200, 0x00464800),  # AC voltage L1
+    (0x51000200, 0x00465700),  # grid frequency
+]
+
+
+@pytest.mark.parametrize(("command", "lri"), SIGNED_SPOTS)
+@pytest.mark.parametrize("data_type", [0x00, 0x40])
+def test_signed_spot_values_follow_their_definition(command: int, lri: int, data_type: int) -> None:
+    """Negative power, current and temperature, whatever the data-type byte says ([SBF] NaN)."""
+    code = data_type << 24 | lri | 1
+    scale = LRI_TABLE[lri].scale
+    assert LRI_TABLE[lri].signed
+    values = [
+        r.value
+        for r in decode_records(
+            _reply(
+                command,
+                _spot_record(code, TS, (-250) & 0xFFFFFFFF)
+                + _spot_record(code, TS, 0xFFFFFFFF)  # -1, a real reading
+                + _spot_record(code, TS, 0x80000000),  # signed "not available"
+                3,
+            )
+        )
+    ]
+    assert values == [-250 / scale if scale > 1 else -250, -1 / scale if scale > 1 else -1, None]
+
+
+@pytest.mark.parametrize(("command", "lri"), UNSIGNED_SPOTS)
+@pytest.mark.parametrize("data_type", [0x00, 0x40])
+def test_unsigned_spot_values_follow_their_definition(
+    command: int, lri: int, data_type: int
+) -> None:
+    code = data_type << 24 | lri | 1
+    assert not LRI_TABLE[lri].signed
+    values = [
+        r.value
+        for r in decode_records(
+            _reply(
+                command,
+                _spot_record(code, TS, 0xFFFFFFFF)  # unsigned "not available"
+                + _spot_record(code, TS, 0x80000000)  # the signed marker, mixed in by firmware
+                + _spot_record(code, TS, 0x8000_0001),  # high bit set: still positive
+                3,
+            )
+        )
+    ]
+    assert values == [None, None, 0x8000_0001 / LRI_TABLE[lri].scale]
+
+
+def test_unknown_lri_takes_its_sign_from_the_data_type_byte() -> None:
+    raw = (-7) & 0xFFFFFFFF
+    signed = decode_records(_reply(0x51000200, _spot_record(0x40999901, TS, raw), 1))
+    unsigned = decode_records(_reply(0x51000200, _spot_record(0x00999901, TS, raw), 1))
+    assert (signed[0].value, unsigned[0].value) == (-7, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(SIGNED_SPOTS + UNSIGNED_SPOTS),
+    st.integers(0, 0xFF),
+    st.integers(0, 0xFFFFFFFF),
+)
+def test_spot_value_sign_is_the_definitions(
+    spot: tuple[int, int], data_type: int, raw: int
+) -> None:
+    command, lri = spot
+    info = LRI_TABLE[lri]
+    (record,) = decode_records(_reply(command, _spot_record(data_type << 24 | lri, TS, raw), 1))
+    if record.value is None:
+        assert raw == 0x80000000 or (not info.signed and raw == 0xFFFFFFFF)
+        return
+    expected = raw - (1 << 32) if info.signed and raw >= 1 << 31 else raw
+    assert number(record.value) == pytest.approx(expected / info.scale)
 
 
 def test_status_and_grid_relay_records() -> None:
@@ -731,8 +816,9 @@ def test_nan_markers_become_none() -> None:
         _spot_record(0x40464001, TS, 0x80000000)
         + _spot_record(0x00464801, TS, 0xFFFFFFFF)
         + _spot_record(0x40464101, TS, 0)
+        + _spot_record(0x40464201, TS, 0xFFFFFFFF)  # signed power: -1 W, not unknown
     )
-    assert [r.value for r in decode_records(_reply(0x51000200, spot, 3))] == [None, None, 0]
+    assert [r.value for r in decode_records(_reply(0x51000200, spot, 4))] == [None, None, 0, -1]
     counters = _counter_record(0x00260101, TS, 0xFFFFFFFFFFFFFFFF) + _counter_record(
         0x00262201, TS, 0x8000000000000000
     )

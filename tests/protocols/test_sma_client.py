@@ -43,9 +43,11 @@ from custom_components.sma_victron_bridge.protocols.sma_bt import (
     build_l2_body,
     decode_l1,
     decode_l2,
+    decode_records,
     decode_speedwire,
     encode_bt_packet,
     encode_l1,
+    encode_l2,
     encode_speedwire,
 )
 from custom_components.sma_victron_bridge.protocols.sma_client import (
@@ -961,6 +963,31 @@ def test_first_value_wins_and_unknown_records_are_skipped() -> None:
     assert values.dc_voltage[0] == 300.5
     assert values.dc_voltage[1] is None
     assert values.signal_strength == 55.0
+
+
+def test_negative_spot_values_reach_the_reading_whatever_the_data_type_byte() -> None:
+    """A grid-tied inverter draws a little at night: -3 W and -0.012 A, 0xFFFFFFFF is -1 W."""
+
+    def spot(code: int, raw: int) -> bytes:
+        return struct.pack("<IIIIIII", code, 1_700_000_000, raw, raw, raw, raw, 1)
+
+    records = (
+        spot(0x00263F00, (-3) & 0xFFFFFFFF)
+        + spot(0x00464000, 0xFFFFFFFF)
+        + spot(0x00464100, 0x80000000)
+        + spot(0x00464800, 0xFFFFFFFF)
+        + spot(0x00465300, (-12) & 0xFFFFFFFF)
+    )
+    wire = encode_l2(
+        0x51000201, source=Endpoint(0x7D, 1), destination=Endpoint(0x7D, 2),
+        packet_id=1, args=(0, 4), extra=records,
+    )  # fmt: skip
+    values = spot_values_from_records(decode_records(decode_l2(wire)))
+    assert values.ac_power == -3
+    assert values.ac_power_l1 == -1
+    assert values.ac_power_l2 is None  # signed "not available"
+    assert values.ac_voltage_l1 is None  # unsigned "not available"
+    assert values.ac_current_l1 == -0.012
 
 
 @given(

@@ -756,11 +756,18 @@ type RecordValue = int | float | str | tuple[int, ...] | None
 
 @dataclass(frozen=True, slots=True)
 class LriInfo:
-    """What an LRI measures: a stable key, its unit and the raw-value divisor."""
+    """What an LRI measures: a stable key, its unit, the raw-value divisor and its sign.
+
+    ``signed`` is the value's definition (s32 or u32), which decides both how the 32 bits of a
+    spot record read and which "not available" marker applies. It does not come from the
+    record's data-type byte: that byte is not a reliable sign flag across firmware, and a
+    negative power or temperature read as unsigned becomes a number in the billions.
+    """
 
     name: str
     unit: str | None
     scale: int = 1
+    signed: bool = False
 
 
 LRI_TABLE: Final[dict[int, LriInfo]] = {
@@ -768,27 +775,27 @@ LRI_TABLE: Final[dict[int, LriInfo]] = {
     0x00262200: LriInfo("energy_today", "Wh"),
     0x00462E00: LriInfo("operation_time", "s"),
     0x00462F00: LriInfo("feed_in_time", "s"),
-    0x00251E00: LriInfo("dc_power", "W"),
-    0x00451F00: LriInfo("dc_voltage", "V", 100),
-    0x00452100: LriInfo("dc_current", "A", 1000),
-    0x00263F00: LriInfo("ac_power", "W"),
-    0x00464000: LriInfo("ac_power_l1", "W"),
-    0x00464100: LriInfo("ac_power_l2", "W"),
-    0x00464200: LriInfo("ac_power_l3", "W"),
+    0x00251E00: LriInfo("dc_power", "W", signed=True),
+    0x00451F00: LriInfo("dc_voltage", "V", 100, signed=True),
+    0x00452100: LriInfo("dc_current", "A", 1000, signed=True),
+    0x00263F00: LriInfo("ac_power", "W", signed=True),
+    0x00464000: LriInfo("ac_power_l1", "W", signed=True),
+    0x00464100: LriInfo("ac_power_l2", "W", signed=True),
+    0x00464200: LriInfo("ac_power_l3", "W", signed=True),
     0x00464800: LriInfo("ac_voltage_l1", "V", 100),
     0x00464900: LriInfo("ac_voltage_l2", "V", 100),
     0x00464A00: LriInfo("ac_voltage_l3", "V", 100),
     0x00464B00: LriInfo("ac_voltage_l1_l2", "V", 100),
     0x00464C00: LriInfo("ac_voltage_l2_l3", "V", 100),
     0x00464D00: LriInfo("ac_voltage_l3_l1", "V", 100),
-    0x00465000: LriInfo("ac_current_l1", "A", 1000),
-    0x00465100: LriInfo("ac_current_l2", "A", 1000),
-    0x00465200: LriInfo("ac_current_l3", "A", 1000),
-    0x00465300: LriInfo("ac_current_l1", "A", 1000),
-    0x00465400: LriInfo("ac_current_l2", "A", 1000),
-    0x00465500: LriInfo("ac_current_l3", "A", 1000),
+    0x00465000: LriInfo("ac_current_l1", "A", 1000, signed=True),
+    0x00465100: LriInfo("ac_current_l2", "A", 1000, signed=True),
+    0x00465200: LriInfo("ac_current_l3", "A", 1000, signed=True),
+    0x00465300: LriInfo("ac_current_l1", "A", 1000, signed=True),
+    0x00465400: LriInfo("ac_current_l2", "A", 1000, signed=True),
+    0x00465500: LriInfo("ac_current_l3", "A", 1000, signed=True),
     0x00465700: LriInfo("grid_frequency", "Hz", 100),
-    0x00237700: LriInfo("temperature", "°C", 100),
+    0x00237700: LriInfo("temperature", "°C", 100, signed=True),
     0x00214800: LriInfo("device_status", None),
     0x00416400: LriInfo("grid_relay", None),
     0x00821E00: LriInfo("device_name", None),
@@ -796,7 +803,13 @@ LRI_TABLE: Final[dict[int, LriInfo]] = {
     0x00822000: LriInfo("device_type", None),
     0x00823400: LriInfo("software_version", None),
 }
-"""LRI (``code & 0x00FFFF00``) → meaning. The DC LRIs repeat per string in ``cls`` (1, 2)."""
+"""LRI (``code & 0x00FFFF00``) → meaning. The DC LRIs repeat per string in ``cls`` (1, 2).
+
+Signed are the values that can go below zero: every power and current (a battery or grid
+inverter feeds both ways, a string draws a little at dusk) and the temperature; DC voltage is
+s32 as well, as SMA defines the same objects in its Modbus profile. AC voltages and the grid
+frequency are u32; energy and time counters are u64 records.
+"""
 
 STATUS_TAGS: Final[dict[int, str]] = {
     35: "fault",
@@ -929,18 +942,30 @@ def _decode_counter64(records: bytes, size: int) -> list[Record]:
     return out
 
 
+def _spot_number(raw: int, signed: bool) -> int | None:
+    """The 32 value bits as the value's definition reads them; None for "not available".
+
+    A signed value's marker is 0x80000000, and 0xFFFFFFFF is -1 (a real reading, e.g. -1 W).
+    An unsigned value's marker is 0xFFFFFFFF; 0x80000000 is taken as unknown too, because
+    firmware mixes the two markers (see :func:`_software_version`) and no unsigned spot value
+    (21 MV, 21 kHz) comes anywhere near it.
+    """
+    if signed:
+        return None if raw == NAN_S32 else raw - 0x100000000 if raw & NAN_S32 else raw
+    return None if raw in (NAN_U32, NAN_S32) else raw
+
+
 def _decode_spot32(records: bytes, size: int) -> list[Record]:
     layout = struct.Struct(f"<II8xI{size - 20}x")
     out: list[Record] = []
     for code, timestamp, raw in layout.iter_unpack(records):
         lri = code & 0x00FFFF00
         data_type = code >> 24
-        value: RecordValue
-        if raw in (NAN_S32, NAN_U32):
-            value = None
-        else:
-            number = raw - 0x100000000 if data_type == DT_SLONG and raw & NAN_S32 else raw
-            value = _scale(lri, number)
+        info = LRI_TABLE.get(lri)
+        # An LRI without a definition here falls back on the record's data-type byte.
+        signed = info.signed if info is not None else data_type == DT_SLONG
+        number = _spot_number(raw, signed)
+        value: RecordValue = None if number is None else _scale(lri, number)
         out.append(Record(code, lri, code & 0xFF, data_type, timestamp, value))
     return out
 
@@ -989,7 +1014,8 @@ def _decode_history_rows(records: bytes) -> list[Record]:
 def decode_records(packet: L2Packet) -> list[Record]:
     """Split a data or history reply into records, by its command's record layout.
 
-    Spot values are 28-byte records (value s32/u32 at +16), counters 16-byte (u64 at +8),
+    Spot values are 28-byte records (value at +16, s32 or u32 as :data:`LRI_TABLE` defines
+    the LRI), counters 16-byte (u64 at +8),
     status/type label 40-byte attribute lists, history rows 12 bytes (time, u64 Wh). The
     reply's command may carry the response bit (bit 0).
     """

@@ -69,6 +69,7 @@ from ..protocols.sma_bt import (
     L1_VAR_SIGNAL_STRENGTH,
     L1_VARIABLE_REPLY,
     L1_VERSION,
+    LRI_TABLE,
     NAN_S32,
     NAN_U32,
     NAN_U64,
@@ -675,7 +676,10 @@ class SunnyBoySimulator:
 
         def spot(code: int, value: int | None) -> tuple[int, bytes]:
             if value is None:
-                word = NAN_S32 if code >> 24 == DT_SLONG else NAN_U32
+                # The marker of the value's definition (s32 or u32), as the codec reads it.
+                info = LRI_TABLE.get(code & 0x00FFFF00)
+                signed = info.signed if info is not None else code >> 24 == DT_SLONG
+                word = NAN_S32 if signed else NAN_U32
             else:
                 word = value & 0xFFFFFFFF
             return code, _SPOT.pack(code, stamp, word, word, word, word, 1)
