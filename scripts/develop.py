@@ -3,7 +3,12 @@
 Prepares ``config/`` (minimal configuration, this repository's integration linked in), starts
 Home Assistant with its frontend on 127.0.0.1:8123, onboards it with the demo login through its
 own API, and adds the simulated devices through the integration's real config and options flows
-— so what a newcomer sees is exactly what a user gets after clicking through the UI.
+(its "Simulated device" menu entry) — so what a newcomer sees is exactly what a user gets after
+clicking through the UI.
+
+Run again on the same ``config/`` it starts as fast as the first time: onboarding and devices
+that exist are left alone, and the demo user logs in. Ctrl+C (or SIGTERM) stops Home Assistant
+and the script at any moment, also while Home Assistant is still starting.
 """
 
 from __future__ import annotations
@@ -45,10 +50,7 @@ homeassistant:
   time_zone: Europe/Vienna
   currency: EUR
   country: AT
-http:
-  server_host: 127.0.0.1
-  server_port: {port}
-frontend:
+{http}frontend:
 config:
 history:
 logbook:
@@ -71,10 +73,46 @@ def free_port() -> int:
         return port
 
 
+HTTP_YAML = """\
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+"""
+
+
+def http_storage(port: int) -> dict[str, Any] | None:
+    """Home Assistant's stored HTTP settings for 127.0.0.1:``port``; None where it reads YAML.
+
+    Newer Home Assistant imports ``http:`` from YAML only once, as a trial it reverts (with a
+    restart) five minutes later, and ignores YAML on every later start. So a second start on
+    another port would listen where the first did, and a long session would move to
+    0.0.0.0:8123. Written as the confirmed ("stable") settings on every start, the port asked
+    for is the one Home Assistant listens on.
+    """
+    try:
+        from homeassistant.components.http import config as http_config
+    except ImportError:
+        return None
+    if not hasattr(http_config, "KEY_YAML_MIGRATION_DONE"):
+        return None
+    stable = dict(
+        http_config.HTTP_STORAGE_SCHEMA({"server_host": ["127.0.0.1"], "server_port": port})
+    )
+    stable.update({"created_at": "2026-01-01T00:00:00+00:00", "error": None, "error_message": None})
+    return {
+        "version": http_config.STORAGE_VERSION,
+        "minor_version": http_config.STORAGE_MINOR_VERSION,
+        "key": http_config.STORAGE_KEY,
+        "data": {"stable": stable, "pending": None, "yaml_migration_done": True},
+    }
+
+
 def prepare_config(config: Path, port: int) -> None:
     """Create the config directory, link the integration in and mark onboarding steps done."""
     config.mkdir(parents=True, exist_ok=True)
-    (config / "configuration.yaml").write_text(CONFIGURATION.format(port=port, domain=DOMAIN))
+    stored_http = http_storage(port)
+    http_yaml = "" if stored_http is not None else HTTP_YAML.format(port=port)
+    (config / "configuration.yaml").write_text(CONFIGURATION.format(http=http_yaml, domain=DOMAIN))
     custom = config / "custom_components"
     custom.mkdir(exist_ok=True)
     link = custom / DOMAIN
@@ -83,6 +121,8 @@ def prepare_config(config: Path, port: int) -> None:
     link.symlink_to(ROOT / "custom_components" / DOMAIN, target_is_directory=True)
     storage = config / ".storage"
     storage.mkdir(exist_ok=True)
+    if stored_http is not None:
+        (storage / "http").write_text(json.dumps(stored_http, indent=2))
     onboarding = storage / "onboarding"
     if not onboarding.exists():
         onboarding.write_text(
@@ -97,22 +137,31 @@ def prepare_config(config: Path, port: int) -> None:
         )
 
 
+# What /api/onboarding answers once Home Assistant serves HTTP: its steps while onboarding runs,
+# and 404 once onboarding is complete (the view is then no longer registered).
+ONBOARDING_ANSWERS = (200, 401, 404)
+
+
 async def wait_for_http(session: aiohttp.ClientSession, base: str, timeout: float) -> None:
-    """Wait until Home Assistant's HTTP server answers."""
+    """Wait until Home Assistant's HTTP server answers (onboarded or not)."""
     async with asyncio.timeout(timeout):
         while True:
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(f"{base}/api/onboarding") as response:
-                    if response.status in (200, 401):
+                    if response.status in ONBOARDING_ANSWERS:
                         return
             await asyncio.sleep(0.5)
 
 
 async def login(session: aiohttp.ClientSession, base: str) -> str:
-    """Create the demo user if onboarding still needs one; return an access token."""
+    """Create the demo user if onboarding still needs one; return an access token.
+
+    A Home Assistant that finished onboarding (a second start on the same config) no longer
+    serves the onboarding API: then the demo user exists and logs in.
+    """
     async with session.get(f"{base}/api/onboarding") as response:
-        steps = await response.json() if response.status == 200 else []
-    user_done = any(step["step"] == "user" and step["done"] for step in steps)
+        steps = await response.json() if response.status == 200 else None
+    user_done = steps is None or any(step["step"] == "user" and step["done"] for step in steps)
     if not user_done:
         async with session.post(
             f"{base}/api/onboarding/users",
@@ -180,32 +229,18 @@ class Api:
         )
         return result
 
-    async def add_simulated(self, step: str, model: str) -> dict[str, Any]:
-        """Add a simulated device through the real config flow (advanced mode)."""
-        flow = await self.request(
-            "POST",
-            "/api/config/config_entries/flow",
-            {"handler": DOMAIN, "show_advanced_options": True},
+    async def add_simulated(self, device: str, *steps: dict[str, Any]) -> dict[str, Any]:
+        """Add a simulated device as a user does: menu → "Simulated device" → ``device``.
+
+        ``steps`` answer the forms that follow (the Sunny Island asks for its battery).
+        """
+        return await self.flow(
+            [{"next_step_id": "simulated"}, {"simulated_device": device}, *steps]
         )
-        flow = await self.request(
-            "POST", f"/api/config/config_entries/flow/{flow['flow_id']}", {"next_step_id": step}
-        )
-        result: dict[str, Any] = await self.request(
-            "POST",
-            f"/api/config/config_entries/flow/{flow['flow_id']}",
-            {"port": f"simulated_{model}"},
-        )
-        if result.get("type") != "create_entry":
-            raise RuntimeError(f"adding simulated {model} failed: {result}")
-        return result
 
     async def flow(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
-        """Walk a config flow (advanced mode) through ``steps``; the entry it created."""
-        flow = await self.request(
-            "POST",
-            "/api/config/config_entries/flow",
-            {"handler": DOMAIN, "show_advanced_options": True},
-        )
+        """Walk a config flow through ``steps``; the entry it created."""
+        flow = await self.request("POST", "/api/config/config_entries/flow", {"handler": DOMAIN})
         result: dict[str, Any] = flow
         for step in steps:
             result = await self.request(
@@ -245,34 +280,24 @@ async def add_demo_devices(api: Api) -> dict[str, str]:
     """
     if await api.entries():
         return {}
-    bmv = await api.add_simulated("vedirect", "bmv")
-    mppt = await api.add_simulated("vedirect", "mppt")
+    bmv = await api.add_simulated("vedirect_bmv")
+    mppt = await api.add_simulated("vedirect_mppt")
     await api.set_options(
         mppt["result"]["entry_id"],
         {"forward_source": bmv["result"]["entry_id"], "stale_after": 30},
     )
-    bms = await api.flow(
-        [
-            {"next_step_id": "serial_bms"},
-            {"port": "simulated_jbd", "protocol": "auto", "address": "64", "invert_current": False},
-        ]
+    bms = await api.add_simulated("serial_bms_jbd")
+    island = await api.add_simulated(
+        "sunny_island",
+        {
+            "chemistry": "lifepo4",
+            "cells": 16,
+            "capacity_ah": 280,
+            "source": bms["result"]["entry_id"],
+        },
     )
-    island = await api.flow(
-        [
-            {"next_step_id": "sunny_island"},
-            {"can_interface": "simulated"},
-            {
-                "chemistry": "lifepo4",
-                "cells": 16,
-                "capacity_ah": 280,
-                "source": bms["result"]["entry_id"],
-            },
-        ]
-    )
-    smartsolar = await api.flow([{"next_step_id": "victron_ble"}, {"address": "simulated_solar"}])
-    sunny_boy = await api.flow(
-        [{"next_step_id": "sunny_boy"}, {"transport": "simulated_speedwire"}]
-    )
+    smartsolar = await api.add_simulated("victron_ble_solar")
+    sunny_boy = await api.add_simulated("sunny_boy_speedwire")
     created = {
         "bmv": bmv,
         "mppt": mppt,
@@ -406,7 +431,7 @@ async def install_dashboards(ws: Websocket) -> None:
 
 
 async def configure_demo_user(base: str, names: dict[str, str]) -> None:
-    """Advanced mode for the demo user (it shows the simulated ports), device names, dashboards."""
+    """Device names of newly added devices, and the shipped dashboards, as the demo user."""
     async with aiohttp.ClientSession() as session:
         token = await login(session, base)
         async with session.ws_connect(f"{base}/api/websocket") as connection:
@@ -417,9 +442,6 @@ async def configure_demo_user(base: str, names: dict[str, str]) -> None:
             if auth["type"] != "auth_ok":
                 raise RuntimeError(f"websocket login failed: {auth}")
             ws = Websocket(connection)
-            await ws.call(
-                {"type": "frontend/set_user_data", "key": "core", "value": {"showAdvanced": True}}
-            )
             await rename_devices(ws, names)
             await install_dashboards(ws)
 
@@ -445,6 +467,38 @@ async def provision(base: str, timeout: float) -> None:
     await configure_demo_user(base, names)
 
 
+async def _stop(process: asyncio.subprocess.Process) -> int:
+    """Terminate Home Assistant (if it still runs) and wait for it; its exit code."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+    return await process.wait()
+
+
+async def _provision_until_stopped(
+    process: asyncio.subprocess.Process, stopping: asyncio.Event, base: str, timeout: float
+) -> bool:
+    """Provision, unless Home Assistant exits or a signal comes first; whether it completed.
+
+    Provisioning waits for HTTP for up to ``timeout``: without this, a Ctrl+C during that wait
+    would stop Home Assistant but leave the script waiting for a server that is gone.
+    """
+    provisioning = asyncio.ensure_future(provision(base, timeout))
+    exited = asyncio.ensure_future(process.wait())
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({provisioning, exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (provisioning, exited, stopped):
+            task.cancel()
+        outcome = await asyncio.gather(provisioning, exited, stopped, return_exceptions=True)
+    if stopping.is_set() or process.returncode is not None:
+        return False
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return True
+
+
 async def run(args: argparse.Namespace) -> int:
     """Start Home Assistant, provision it and keep it running until interrupted."""
     config = Path(args.config).resolve()
@@ -456,15 +510,27 @@ async def run(args: argparse.Namespace) -> int:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "homeassistant", "--config", str(config), "--skip-pip", env=env
     )
+    stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        stopping.set()
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, process.terminate)
+        loop.add_signal_handler(sig, on_signal)
     try:
-        await provision(base, args.timeout)
-    except Exception:
-        process.terminate()
-        await process.wait()
+        provisioned = await _provision_until_stopped(process, stopping, base, args.timeout)
+    except BaseException:
+        await _stop(process)
         raise
+    if not provisioned:
+        code = await _stop(process)
+        if stopping.is_set():
+            return 0
+        print(f"Home Assistant exited during start-up (exit code {code})", file=sys.stderr)
+        return code or 1
     print(
         f"\nHome Assistant is running at {base}\n"
         f"  login: {DEMO_USER} / {DEMO_PASSWORD}\n"
@@ -473,7 +539,7 @@ async def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.provision_only:
-        process.terminate()
+        return await _stop(process)
     return await process.wait()
 
 

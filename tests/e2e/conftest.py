@@ -154,7 +154,7 @@ class HomeAssistantServer:
         provision.result()
 
     async def _provision_steps(self, base: str) -> None:
-        # Devices, advanced mode for the demo user and the energy dashboard, as scripts/develop.
+        # Devices, device names and the shipped dashboards, as scripts/develop.
         await develop().provision(base, START_TIMEOUT)
 
     async def _exited(self) -> None:

@@ -1,8 +1,8 @@
 """Try the integration as a user would: in Home Assistant's own web UI, in headless Chromium.
 
-Home Assistant runs as ``scripts/develop`` runs it (the whole simulated system, the demo user in
-advanced mode, the shipped system dashboard and energy settings installed). Each test logs in
-through the real login page, clicks where a user clicks and checks what a user would look at.
+Home Assistant runs as ``scripts/develop`` runs it (the whole simulated system, the shipped system
+dashboard and energy settings installed). Each test logs in through the real login page, clicks
+where a user clicks and checks what a user would look at.
 The screenshots go to ``.e2e/screenshots/``; ``E2E_SCREENSHOTS=docs/screenshots`` refreshes the
 README's images.
 """
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.timeout(150)]
 
 VALUE_TIMEOUT_MS = 20_000  # live values: the simulators send every second
-SIMULATED_MPPT_OPTION = "Simulated MPPT (built-in simulator, no hardware)"
+SIMULATED_MENU_ENTRY = "Simulated device (try without hardware)"
+SIMULATED_MPPT_OPTION = "Victron SmartSolar MPPT 75|15 solar charger (VE.Direct)"
 # A number (the frontend groups thousands with commas) followed by its unit.
 NUMBER = r"-?\d[\d,]*(\.\d+)?"
 
@@ -80,20 +81,19 @@ def expect_value(row: Locator, value: str) -> None:
 def test_add_simulated_mppt_through_the_ui(
     page: Page, demo_site: DemoSite, screenshots: Path
 ) -> None:
-    """Add integration → SMA Victron Bridge → VE.Direct → the simulated MPPT ends in success."""
+    """Add integration → SMA Victron Bridge → Simulated device → MPPT ends in success."""
     log_in(page, demo_site)
     open_devices_and_services(page)
     page.get_by_role("button", name="Add integration").click()
     page.get_by_role("textbox", name="Search for a brand name").fill("SMA Victron Bridge")
     page.locator("ha-integration-list-item").filter(has_text="SMA Victron Bridge").click()
 
-    page.get_by_text(re.compile(r"^Victron VE\.Direct")).click()
-    expect(page.get_by_role("heading", name="Victron VE.Direct")).to_be_visible()
-    port = page.get_by_role("combobox", name="Serial port")
-    port.click()
-    port.fill("Simulated MPPT")
+    page.get_by_text(SIMULATED_MENU_ENTRY, exact=True).click()
+    expect(page.get_by_role("heading", name=SIMULATED_MENU_ENTRY)).to_be_visible()
+    device = page.get_by_role("combobox", name="Simulated device")
+    device.click()
     page.get_by_role("option", name=SIMULATED_MPPT_OPTION, exact=True).click()
-    expect(port).to_have_value(SIMULATED_MPPT_OPTION)
+    expect(device).to_have_value(SIMULATED_MPPT_OPTION)
     page.get_by_role("button", name="Submit").click()
 
     expect(page.get_by_role("heading", name="Success!")).to_be_visible()
