@@ -18,6 +18,7 @@ from custom_components.sma_victron_bridge.control.chemistry import (
     NUMBER_FIELDS,
     ChargeSettings,
     UnsafeSetting,
+    allowed_cell_counts,
 )
 
 # Settings bounded by each other: a broken relation may name the other field of the pair.
@@ -211,7 +212,8 @@ def test_preset_bounds_never_reach_beyond_the_cell_limits() -> None:
             assert low <= preset.voltage_defaults[name] <= high
             if name != "absorption_margin":
                 assert preset.cell_min <= low <= high <= preset.cell_max
-        ChargeSettings.for_chemistry(preset.key, cells=16, capacity_ah=100)
+        for cells in allowed_cell_counts(preset.key):
+            ChargeSettings.for_chemistry(preset.key, cells=cells, capacity_ah=100)
 
 
 def test_bounds_follow_the_other_settings() -> None:
@@ -228,7 +230,8 @@ def test_bounds_follow_the_other_settings() -> None:
     assert s.bounds("capacity_ah") == (50.0, 10000.0)
     assert s.bounds("stale_after") == (5.0, 300.0)
     assert s.bounds("stale_alarm_after") == (30.0, 86400.0)
-    assert s.bounds("cells") == (1.0, 32.0)
+    assert s.bounds("cells") == (15.0, 16.0)  # the LiFePO4 packs a Sunny Island takes
+    assert s.replace(sunny_island_ranges=False).bounds("cells") == (1.0, 32.0)
     assert s.bounds("tail_hold") == (0.0, 3600.0)
     with pytest.raises(KeyError):
         s.bounds("linear")
@@ -361,9 +364,14 @@ def test_balance_settings_defaults_are_dbus_serialbattery_defaults() -> None:
 
 def test_balance_settings_are_editable_numbers_listed_last() -> None:
     # Appended: the existing order (and so which field a broken relation names) is unchanged.
-    assert NUMBER_FIELDS[-3:] == BALANCE_FIELDS
+    assert NUMBER_FIELDS[-6:-3] == BALANCE_FIELDS
+    assert NUMBER_FIELDS[-3:] == (
+        "cell_absorption_voltage_without_cells",
+        "cvl_ramp_rate",
+        "undervoltage_hysteresis",
+    )
     assert NUMBER_FIELDS[:3] == ("cells", "capacity_ah", "cell_charge_cutoff")
-    assert len(NUMBER_FIELDS) == 26
+    assert len(NUMBER_FIELDS) == 29
 
 
 def test_balance_settings_bounds() -> None:
@@ -442,3 +450,118 @@ def test_bad_stored_balance_settings_are_refused(data: dict[str, Any], field: st
     with pytest.raises(UnsafeSetting) as err:
         ChargeSettings.from_mapping(data)
     assert err.value.field == field
+
+
+# --- pack sizes the Sunny Island takes --------------------------------------------------------
+
+
+def test_allowed_cell_counts_are_the_packs_whose_preset_voltages_fit() -> None:
+    # LiFePO4: 15s and 16s (14s would stop discharging at 40.6 V, 17s at 49.3 V); NMC: 13s, 14s.
+    assert allowed_cell_counts("lifepo4") == range(15, 17)
+    assert allowed_cell_counts("nmc") == range(13, 15)
+    with pytest.raises(UnsafeSetting):
+        allowed_cell_counts("lto")
+
+
+@pytest.mark.parametrize(
+    ("chemistry", "cells", "fits"),
+    [
+        ("lifepo4", 11, False),  # absorption 38 V: below the 41 V the inverter accepts
+        ("lifepo4", 14, False),
+        ("lifepo4", 15, True),
+        ("lifepo4", 16, True),
+        ("lifepo4", 17, False),
+        ("nmc", 12, False),
+        ("nmc", 13, True),
+        ("nmc", 14, True),
+        ("nmc", 15, False),
+    ],
+)
+def test_cell_counts_outside_the_sunny_island_ranges_are_refused(
+    chemistry: str, cells: int, fits: bool
+) -> None:
+    if fits:
+        s = ChargeSettings.for_chemistry(chemistry, cells=cells, capacity_ah=100)
+        for cvl in (s.absorption_voltage, s.float_voltage, s.absorption_voltage_without_cells):
+            assert SI_CVL[0] <= cvl <= SI_CVL[1]
+        assert SI_DVL[0] <= s.discharge_cutoff_voltage <= SI_DVL[1]
+        return
+    with pytest.raises(UnsafeSetting) as err:
+        ChargeSettings.for_chemistry(chemistry, cells=cells, capacity_ah=100)
+    assert err.value.field == "cells"
+
+
+def test_a_bms_on_its_own_takes_any_pack() -> None:
+    s = ChargeSettings.for_chemistry("lifepo4", cells=4, capacity_ah=100, sunny_island_ranges=False)
+    assert s.absorption_voltage == pytest.approx(13.8)
+    assert ChargeSettings.from_mapping(s.to_dict()) == s
+
+
+def test_voltage_bounds_narrow_to_the_inverter_ranges_at_the_cell_count() -> None:
+    s15 = ChargeSettings.for_chemistry("lifepo4", cells=15, capacity_ah=100)
+    low, high = s15.bounds("cell_discharge_cutoff")
+    assert (low, high) == (pytest.approx(41 / 15), 3.0)  # 41.0 V at least
+    with pytest.raises(UnsafeSetting) as err:
+        s15.replace(cell_discharge_cutoff=2.70)  # 40.5 V: the inverter refuses the DVL
+    assert err.value.field == "cell_discharge_cutoff"
+    assert s15.replace(cell_discharge_cutoff=2.74).discharge_cutoff_voltage == pytest.approx(41.1)
+    nmc14 = ChargeSettings.for_chemistry("nmc", cells=14, capacity_ah=100)
+    assert nmc14.bounds("cell_discharge_cutoff")[1] == pytest.approx(48 / 14)
+
+
+@HYPOTHESIS
+@given(
+    data=st.data(),
+    chemistry=st.sampled_from(["lifepo4", "nmc"]),
+    field=st.sampled_from(
+        ["cell_absorption_voltage", "cell_float_voltage", "cell_discharge_cutoff"]
+    ),
+)
+def test_every_allowed_pack_value_goes_on_the_wire_in_range(
+    data: st.DataObject, chemistry: str, field: str
+) -> None:
+    cells = data.draw(st.sampled_from(list(allowed_cell_counts(chemistry))))
+    s = ChargeSettings.for_chemistry(chemistry, cells=cells, capacity_ah=100)
+    low, high = s.bounds(field)
+    changed = s.replace(**{field: data.draw(st.floats(low, high))})
+    for cvl in (changed.absorption_voltage, changed.float_voltage):
+        assert SI_CVL[0] - 1e-9 <= cvl <= SI_CVL[1] + 1e-9
+    assert SI_DVL[0] - 1e-9 <= changed.discharge_cutoff_voltage <= SI_DVL[1] + 1e-9
+
+
+# --- conservative settings ----------------------------------------------------------------------
+
+
+def test_new_settings_have_safe_defaults_and_bounds() -> None:
+    s = ChargeSettings()
+    assert s.allow_charge_without_temperature is False
+    assert s.sunny_island_ranges is True
+    assert s.cell_absorption_voltage_without_cells == 3.40
+    assert s.absorption_voltage_without_cells == pytest.approx(54.4)
+    assert s.cvl_ramp_rate == 5.0
+    assert s.bounds("cvl_ramp_rate") == (0.5, 1000.0)
+    assert s.undervoltage_hysteresis == 0.10
+    assert s.bounds("undervoltage_hysteresis") == (0.01, 0.30)
+    nmc = ChargeSettings.for_chemistry("nmc", cells=14, capacity_ah=100)
+    assert nmc.cell_absorption_voltage_without_cells == 4.05
+
+
+def test_the_absorption_without_cells_stays_between_float_and_absorption() -> None:
+    # Stored values never become invalid when float or absorption move: the pack value clamps.
+    high = ChargeSettings(cell_absorption_voltage_without_cells=3.60)
+    assert high.absorption_voltage_without_cells == pytest.approx(high.absorption_voltage)
+    low = ChargeSettings(cell_absorption_voltage_without_cells=3.35, cell_float_voltage=3.40)
+    assert low.absorption_voltage_without_cells == pytest.approx(low.float_voltage)
+
+
+def test_new_settings_are_stored_and_restored() -> None:
+    s = ChargeSettings(
+        allow_charge_without_temperature=True,
+        cvl_ramp_rate=20.0,
+        undervoltage_hysteresis=0.05,
+        cell_absorption_voltage_without_cells=3.42,
+    )
+    assert ChargeSettings.from_mapping(json.loads(json.dumps(s.to_dict()))) == s
+    with pytest.raises(UnsafeSetting) as err:
+        ChargeSettings.from_mapping({"allow_charge_without_temperature": 1})
+    assert err.value.field == "allow_charge_without_temperature"

@@ -15,6 +15,13 @@ dbus-serialbattery's ``config.default.ini``.
 
 LTO is deliberately absent: makers disagree on its maximum cell voltage (2.7 V for some, 2.8-2.9 V
 for others), so no single preset bound would be safe for every LTO cell.
+
+Pack sizes: the Sunny Island accepts a charge voltage of 41-63 V and a discharge voltage of
+41-48 V in 0x351 (SMA, "SUNNY ISLAND - Connecting external BMS", FSS-ConnectingBat-TI-en-10,
+p. 21, table of the BMS parameters; its DC input range is 41-63 V, p. 35). The encoder never moves
+a value into range (DESIGN.md invariant 2), so the settings refuse packs whose voltages would not
+fit: :func:`allowed_cell_counts` gives the counts for which a chemistry's preset values fit, and
+the bounds of every voltage setting that goes on the wire narrow to the range at that count.
 """
 
 from __future__ import annotations
@@ -104,8 +111,14 @@ NMC_DISCHARGE_TEMPERATURE_TABLE: Final[Curve] = (
     (60.0, 0.0),
 )
 
+SI_CHARGE_VOLTAGE_RANGE: Final = (41.0, 63.0)
+"""Charge voltage limit the Sunny Island accepts in 0x351 (and its DC input range), V."""
+SI_DISCHARGE_VOLTAGE_RANGE: Final = (41.0, 48.0)
+"""Discharge voltage limit the Sunny Island accepts in 0x351, V."""
+
 VOLTAGE_FIELDS: Final = (
     "cell_absorption_voltage",
+    "cell_absorption_voltage_without_cells",
     "cell_float_voltage",
     "cell_rebulk_voltage",
     "cell_absorption_trigger",
@@ -153,6 +166,10 @@ LIFEPO4: Final = Chemistry(
     voltage_defaults=MappingProxyType(
         {
             "cell_absorption_voltage": 3.45,
+            # Where dbus-serialbattery's default charge cell-voltage curve has cut the current to
+            # a quarter: the top of the flat part, so an unseen high cell is not yet far up the
+            # knee when the pack average sits here.
+            "cell_absorption_voltage_without_cells": 3.40,
             "cell_float_voltage": 3.375,
             "cell_rebulk_voltage": 3.30,
             "cell_absorption_trigger": 3.45,
@@ -164,6 +181,7 @@ LIFEPO4: Final = Chemistry(
     voltage_bounds=MappingProxyType(
         {
             "cell_absorption_voltage": (3.40, 3.60),
+            "cell_absorption_voltage_without_cells": (3.35, 3.60),
             # A float below the resting voltage of a full cell would make the charger discharge.
             "cell_float_voltage": (3.35, 3.45),
             "cell_rebulk_voltage": (3.20, 3.40),
@@ -199,6 +217,8 @@ NMC: Final = Chemistry(
     voltage_defaults=MappingProxyType(
         {
             "cell_absorption_voltage": 4.10,
+            # The same point on the NMC curve (4.05 V: a quarter of the current).
+            "cell_absorption_voltage_without_cells": 4.05,
             "cell_float_voltage": 4.00,
             "cell_rebulk_voltage": 3.95,
             "cell_absorption_trigger": 4.10,
@@ -210,6 +230,7 @@ NMC: Final = Chemistry(
     voltage_bounds=MappingProxyType(
         {
             "cell_absorption_voltage": (4.00, 4.15),
+            "cell_absorption_voltage_without_cells": (3.90, 4.15),
             "cell_float_voltage": (3.90, 4.10),
             "cell_rebulk_voltage": (3.80, 4.05),
             "cell_absorption_trigger": (4.00, 4.20),
@@ -232,6 +253,21 @@ CHEMISTRIES: Final[Mapping[str, Chemistry]] = MappingProxyType({c.key: c for c i
 """Every preset by its key (the value stored in a config entry)."""
 
 
+_PACK_RANGES: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
+    {
+        "cell_absorption_voltage": SI_CHARGE_VOLTAGE_RANGE,
+        "cell_float_voltage": SI_CHARGE_VOLTAGE_RANGE,
+        # Not sent, but the pack reaches it: it must stay inside the inverter's DC range.
+        "cell_charge_cutoff": SI_CHARGE_VOLTAGE_RANGE,
+        "cell_discharge_cutoff": SI_DISCHARGE_VOLTAGE_RANGE,
+    }
+)
+"""Per-cell settings whose pack value must fit a Sunny Island range (the rest follow from these:
+the CVL sent is always between the float and the absorption voltage)."""
+
+_CELL_COUNT_RANGE: Final = (1, 32)
+
+
 class UnsafeSetting(ValueError):  # noqa: N818 - the name says what it is; it is a ValueError
     """A charge setting outside its safe bounds (or of the wrong shape); ``field`` names it."""
 
@@ -239,6 +275,21 @@ class UnsafeSetting(ValueError):  # noqa: N818 - the name says what it is; it is
         """Name the offending field so a form can show the error next to it."""
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+
+
+def allowed_cell_counts(chemistry: str) -> range:
+    """Cell counts for which ``chemistry``'s preset voltages fit the Sunny Island's ranges.
+
+    LiFePO4 gives 15-16 (11 cells would charge to 38 V, 17 discharge-stop at 49.3 V); NMC gives
+    13-14. Raises :class:`UnsafeSetting` for an unknown chemistry.
+    """
+    preset = _preset(chemistry)
+    low, high = _CELL_COUNT_RANGE
+    for name, (pack_low, pack_high) in _PACK_RANGES.items():
+        per_cell = preset.voltage_defaults[name]
+        low = max(low, math.ceil(pack_low / per_cell - _EPSILON))
+        high = min(high, math.floor(pack_high / per_cell + _EPSILON))
+    return range(low, max(low, high + 1))
 
 
 # Bounds of each setting on its own (the voltage ones come from the chemistry).
@@ -266,8 +317,19 @@ _OWN_BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
         "absorption_spread": (0.002, 0.100),
         "spread_hold": (0.0, 86400.0),
         "rebulk_spread": (0.0, 0.5),
+        # mV/s on the pack. Below 0.5 mV/s the step to float would take most of an hour.
+        "cvl_ramp_rate": (0.5, 1000.0),
+        "undervoltage_hysteresis": (0.01, 0.30),
     }
 )
+BOOL_FIELDS: Final = (
+    "stale_alarm",
+    "linear",
+    "use_soc_limits",
+    "allow_charge_without_temperature",
+    "sunny_island_ranges",
+)
+"""Settings that are true or false."""
 _TAIL_CURRENT_RATE: Final = 0.2  # tail current at most 0.2 C: above that a battery is not full
 _SOC_RANGE: Final = (0.0, 100.0)
 _MOSFET_RANGE: Final = (-40.0, 150.0)
@@ -288,12 +350,33 @@ class ChargeSettings:
     highest and the lowest cell has stayed at or below ``absorption_spread`` for ``spread_hold``
     while at absorption voltage, and float returns to bulk once the spread has stayed at or above
     ``rebulk_spread`` for ``rebulk_delay``. Spreads are volts between two cells.
+
+    Conservative choices where protection is missing or the inverter ignores a limit:
+
+    * ``cell_absorption_voltage_without_cells`` is the per-cell absorption voltage while the
+      source reports no complete set of cell voltages (a BMV, a SmartShunt, plain sensors): the
+      pack voltage alone cannot show one cell running away, so charge less high. It never goes
+      above ``cell_absorption_voltage`` nor below ``cell_float_voltage``.
+    * ``allow_charge_without_temperature``: without any battery temperature nothing prevents
+      charging a frozen LiFePO4 pack, so by default the charge limit is 0 until one is known.
+    * ``undervoltage_hysteresis`` (V per cell): the off-grid under-voltage alarm raised at the
+      discharge cut-off leaves once the lowest cell (and the pack) are this much above it.
+    * ``cvl_ramp_rate`` (mV/s on the pack): how fast the charge voltage limit falls from the
+      absorption to the float voltage. 5 mV/s takes 55.2 V to 54.0 V in four minutes, about as
+      fast as a full LiFePO4 pack relaxes with no current, so the inverter follows the pack down
+      instead of being told to pull it down (a charge voltage below the battery voltage makes a
+      Sunny Island discharge the battery whatever the discharge limit, FSS-ConnectingBat-TI-en-10
+      p. 18).
+    * ``sunny_island_ranges``: the pack voltages must fit the Sunny Island's 0x351 ranges (only
+      packs from :func:`allowed_cell_counts`). A BMS shown on its own, with no inverter, turns
+      this off to allow any pack size.
     """
 
     chemistry: str = "lifepo4"
     cells: int = 16
     capacity_ah: float = 100.0
     cell_absorption_voltage: float = 3.45
+    cell_absorption_voltage_without_cells: float = 3.40
     cell_float_voltage: float = 3.375
     cell_rebulk_voltage: float = 3.30
     cell_absorption_trigger: float = 3.45
@@ -327,6 +410,10 @@ class ChargeSettings:
     mosfet_temperature_table: Curve = MOSFET_TEMPERATURE_TABLE
     charge_soc_table: Curve = CHARGE_SOC_TABLE
     discharge_soc_table: Curve = DISCHARGE_SOC_TABLE
+    cvl_ramp_rate: float = 5.0
+    undervoltage_hysteresis: float = 0.10
+    allow_charge_without_temperature: bool = False
+    sunny_island_ranges: bool = True
 
     def __post_init__(self) -> None:
         """Refuse to exist with unsafe values: no consumer ever sees an invalid object."""
@@ -384,7 +471,7 @@ class ChargeSettings:
     def _kind(name: str) -> str:
         if name.endswith("_table"):
             return "curve"
-        if name in ("stale_alarm", "linear", "use_soc_limits"):
+        if name in BOOL_FIELDS:
             return "bool"
         return "number"
 
@@ -418,6 +505,16 @@ class ChargeSettings:
     def absorption_start_voltage(self) -> float:
         """Pack voltage at which absorption begins (absorption minus the margin), V."""
         return self.cells * (self.cell_absorption_voltage - self.absorption_margin)
+
+    @property
+    def absorption_voltage_without_cells(self) -> float:
+        """Pack charge voltage limit in bulk/absorption while cell voltages are unknown, V.
+
+        Clamped between the float and the absorption voltage, so changing either of those can
+        never make a stored value invalid.
+        """
+        cell = max(self.cell_float_voltage, self.cell_absorption_voltage_without_cells)
+        return self.cells * min(self.cell_absorption_voltage, cell)
 
     @property
     def float_voltage(self) -> float:
@@ -461,8 +558,17 @@ class ChargeSettings:
         return self._bounds(name, NUMBER_FIELDS)
 
     def _own_bounds(self, name: str) -> tuple[float, float]:
+        fit = self.sunny_island_ranges is True
+        if name == "cells" and fit:
+            allowed = allowed_cell_counts(self.chemistry)
+            return float(allowed.start), float(allowed.stop - 1)
         if name in VOLTAGE_FIELDS:
-            return _preset(self.chemistry).voltage_bounds[name]
+            low, high = _preset(self.chemistry).voltage_bounds[name]
+            pack = _PACK_RANGES.get(name)
+            if pack is not None and fit and isinstance(self.cells, int) and self.cells > 0:
+                low = max(low, pack[0] / self.cells)
+                high = min(high, pack[1] / self.cells)
+            return low, high
         return _OWN_BOUNDS[name]
 
     def _relations(self) -> tuple[tuple[str, str, float], ...]:
@@ -502,6 +608,9 @@ class ChargeSettings:
             raise UnsafeSetting("chemistry", f"unknown chemistry {self.chemistry!r}")
         if isinstance(self.cells, bool) or not isinstance(self.cells, int):
             raise UnsafeSetting("cells", "must be a whole number")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise UnsafeSetting(name, "must be true or false")
         for index, name in enumerate(NUMBER_FIELDS):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -511,9 +620,6 @@ class ChargeSettings:
             low, high = self._bounds(name, NUMBER_FIELDS[:index])
             if not low - _EPSILON <= value <= high + _EPSILON:
                 raise UnsafeSetting(name, f"{value} outside {low:g}…{high:g}")
-        for name in ("stale_alarm", "linear", "use_soc_limits"):
-            if not isinstance(getattr(self, name), bool):
-                raise UnsafeSetting(name, "must be true or false")
         self._validate_curves()
 
     def _validate_curves(self) -> None:
@@ -574,6 +680,9 @@ NUMBER_FIELDS: Final = (
     "absorption_spread",
     "spread_hold",
     "rebulk_spread",
+    "cell_absorption_voltage_without_cells",
+    "cvl_ramp_rate",
+    "undervoltage_hysteresis",
 )
 """Settings a number entity can edit; :meth:`ChargeSettings.bounds` knows each one's range."""
 
