@@ -275,8 +275,9 @@ def test_pack_is_not_summed_from_a_different_cell_count() -> None:
     assert a.discharge.reason is Reason.CELL_VOLTAGE
 
 
-def test_a_source_without_measurements_gets_the_maxima() -> None:
-    a = assess(BatterySnapshot(timestamp=0.0, soc=50.0), DEFAULTS)
+def test_a_source_without_measurements_gets_the_maxima_once_allowed_without_temperature() -> None:
+    allowed = DEFAULTS.replace(allow_charge_without_temperature=True)
+    a = assess(BatterySnapshot(timestamp=0.0, soc=50.0), allowed)
     assert a.charge == Target(50.0, Reason.BULK_LIMIT)
     assert a.discharge == Target(100.0, Reason.DISCHARGE_LIMIT)
 
@@ -376,7 +377,7 @@ def test_stale_source_stops_charging_and_holds_discharge() -> None:
     assert first.source_age == 31.0
     second = policy.update(None, 132.5)  # the source lost its snapshot: the last one counts
     assert second.charge_current == 0.0
-    assert policy.last_snapshot is last
+    assert policy.last_snapshot is last  # a clean snapshot is kept as it is
     long_after = policy.update(None, 1000.0)
     assert long_after.alarms == frozenset()  # stale alarm not chosen
 

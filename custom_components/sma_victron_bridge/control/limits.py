@@ -27,21 +27,53 @@ Shaping rules (why each exists):
 * Nothing ever exceeds the configured maxima.
 
 A rule whose input the source does not measure (``None``) is skipped; the Sunny Island still does
-constant-voltage charging at the charge voltage limit, so a SOC-only source stays safe.
+constant-voltage charging at the charge voltage limit, so a SOC-only source stays safe. Two
+inputs are different, because nothing else stands in for them:
+
+* No battery temperature at all: the charge limit is 0 (reason ``no_temperature``) unless the
+  settings allow charging without one — nothing else would stop charging a frozen pack.
+* Temperature rules look at the coldest *and* the hottest valid sensor: a pack with one sensor
+  at -6 °C and one at +3 °C must not be charged because the hotter one is fine.
+
+Under-voltage off-grid: the Sunny Island ignores the discharge current limit off-grid ("Please
+note that discharging current limitation is not valid in 2 cases: Inverter runs in Off-Grid
+Mode…", FSS-ConnectingBat-TI-en-10 p. 18; parameter 271.01 "only observed when operating in
+grid-tide mode", p. 15). A DCL of 0 at the discharge cut-off therefore stops nothing off-grid. The
+stops the document offers are the discharge voltage limit and the alarm. The discharge voltage
+limit stops the inverter only when the *pack* falls below it, and it may be at most 48 V (p. 21),
+so it can never stand in for one low cell in a 50 V pack; raising it above the pack voltage would
+also block every restart ("If the actual battery voltage is below this limit no re-start of the
+system is possible", p. 19). An alarm makes the inverter "immediately stop inverting and change
+to error condition (standby) until alarm is cleared", then restart (p. 19). So when the grid is
+not known to be connected, reaching the configured discharge cut-off (lowest cell or pack) raises
+the under-voltage alarm; it leaves once the lowest cell and the pack have recovered by
+``undervoltage_hysteresis`` per cell for ``recovery_hold`` seconds, or the grid is back.
+
+Freshness is judged per field (``BatterySnapshot.field_times``): a pack voltage, cell voltages or
+a temperature that stopped changing while the rest of the snapshot keeps coming counts as a
+stale source (charge limit 0, warning); a stale SOC or current is only dropped.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 import math
 from types import MappingProxyType
 from typing import Final
 
 from .chemistry import ChargeSettings, Curve
-from .snapshot import BatterySnapshot
+from .snapshot import (
+    FIELD_NAMES,
+    MOSFET_TEMPERATURE_RANGE,
+    SAFETY_FIELDS,
+    SOC_RANGE,
+    BatterySnapshot,
+    plausible_cell_voltages,
+    plausible_temperature,
+)
 
 STEP_CURRENT: Final = 1.0
 # The 1 A step is held this long, not for one update: the limits are re-decided every second and
@@ -50,6 +82,7 @@ STEP_CURRENT: Final = 1.0
 STEP_HOLD: Final = 1.2
 """A soft fall to 0 A shows this value (or less) for one update first."""
 
+_VOLTAGE_SLACK: Final = 1e-6
 OVERCURRENT_FACTOR: Final = 1.2
 """Measured current above this multiple of the configured maximum raises a warning."""
 
@@ -58,6 +91,7 @@ class Reason(StrEnum):
     """The rule that set a limit; shown to users and carried in decisions."""
 
     NO_DATA = "no_data"
+    NO_TEMPERATURE = "no_temperature"
     STALE_SOURCE = "stale_source"
     FORCED_OFF = "forced_off"
     OVERVOLTAGE = "overvoltage"
@@ -154,12 +188,19 @@ class Target:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Assessment:
-    """What one snapshot alone says: target limits and the conditions it shows."""
+    """What one snapshot alone says: target limits and the conditions it shows.
+
+    ``undervoltage`` is true at or below the configured discharge cut-off (lowest cell or pack);
+    ``undervoltage_recovered`` once every known one of them is ``undervoltage_hysteresis`` per
+    cell above it (false when neither is known).
+    """
 
     charge: Target
     discharge: Target
     alarms: frozenset[str]
     warnings: frozenset[str]
+    undervoltage: bool = False
+    undervoltage_recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,8 +208,12 @@ class LimitResult:
     """The limits to report now, the rule behind each, and the conditions to raise.
 
     ``charge_target``/``discharge_target`` are the policy's wish before recovery hold and
-    ramping; ``stale`` is true while the source counts as stale; ``fresh`` when the snapshot used
-    is recent enough to act on; ``source_age`` is its age in seconds (None before any data).
+    ramping; ``stale`` is true while the source counts as stale (silent, or a safety field
+    frozen: ``stale_fields`` names those); ``fresh`` when the snapshot used is recent enough to
+    act on, and then ``view`` is that snapshot with stale fields removed (``readings`` its
+    cleaned values); ``source_age`` is its
+    age in seconds (None before any data). ``undervoltage_alarm`` is the off-grid under-voltage
+    latch (before ``alarm_delay``).
     """
 
     charge_current: float
@@ -182,6 +227,10 @@ class LimitResult:
     stale: bool
     fresh: bool
     source_age: float | None
+    stale_fields: frozenset[str] = frozenset()
+    view: BatterySnapshot | None = None
+    readings: Readings | None = None
+    undervoltage_alarm: bool = False
 
 
 def curve_fraction(curve: Curve, x: float, *, linear: bool = True) -> float:
@@ -214,43 +263,69 @@ def _positive(value: float | None) -> float | None:
     return value if value is not None and value > 0 else None
 
 
+def _in_range(value: float | None, span: tuple[float, float]) -> float | None:
+    value = _finite(value)
+    return value if value is not None and span[0] <= value <= span[1] else None
+
+
 @dataclass(frozen=True, slots=True)
 class Readings:
     """The measured quantities the rules use, cleaned of non-finite and impossible values.
 
     ``pack`` falls back to the sum of the cells when the source reports no pack voltage, but
-    only when every one of the ``cells`` expected cells gave a valid reading.
+    only when every one of the ``cells`` expected cells gave a valid reading; that is also when
+    ``cells_complete`` is true. ``coldest``/``hottest`` are over every valid battery sensor.
     """
 
     pack: float | None
     high_cell: float | None
     low_cell: float | None
-    temperature: float | None
+    coldest: float | None
+    hottest: float | None
     mosfet: float | None
     soc: float | None
     current: float | None
+    cells_complete: bool = False
+
+    @property
+    def temperature(self) -> float | None:
+        """The hottest valid battery temperature (what a single-sensor rule would use)."""
+        return self.hottest
 
     @classmethod
     def of(cls, snapshot: BatterySnapshot, cells: int) -> Readings:
         """Clean readings of ``snapshot`` from a pack of ``cells`` cells in series."""
-        valid = [v for v in snapshot.cell_voltages if _positive(v) is not None]
+        valid = plausible_cell_voltages(snapshot.cell_voltages)
+        complete = len(valid) == cells == len(snapshot.cell_voltages)
         pack = _positive(snapshot.voltage)
-        if pack is None and len(valid) == cells == len(snapshot.cell_voltages):
+        if pack is None and complete:
             pack = math.fsum(valid)
+        temperatures = [
+            t
+            for t in (plausible_temperature(v) for v in snapshot.all_temperatures)
+            if t is not None
+        ]
         return cls(
             pack=pack,
             high_cell=max(valid) if valid else None,
             low_cell=min(valid) if valid else None,
-            temperature=_finite(snapshot.temperature),
-            mosfet=_finite(snapshot.mosfet_temperature),
-            soc=_finite(snapshot.soc),
+            coldest=min(temperatures) if temperatures else None,
+            hottest=max(temperatures) if temperatures else None,
+            mosfet=_in_range(snapshot.mosfet_temperature, MOSFET_TEMPERATURE_RANGE),
+            soc=_in_range(snapshot.soc, SOC_RANGE),
             current=_finite(snapshot.current),
+            cells_complete=complete,
         )
 
 
-def assess(snapshot: BatterySnapshot, settings: ChargeSettings) -> Assessment:
-    """Target limits, alarms and warnings from one snapshot (no history, no staleness)."""
-    r = Readings.of(snapshot, settings.cells)
+def assess(
+    snapshot: BatterySnapshot, settings: ChargeSettings, readings: Readings | None = None
+) -> Assessment:
+    """Target limits, alarms and warnings from one snapshot (no history, no staleness).
+
+    ``readings`` may pass ``Readings.of(snapshot, settings.cells)`` when the caller has it.
+    """
+    r = Readings.of(snapshot, settings.cells) if readings is None else readings
     alarms: set[str] = set()
     warnings: set[str] = set()
     charge = [Target(settings.bulk_current, Reason.BULK_LIMIT)]
@@ -260,12 +335,31 @@ def assess(snapshot: BatterySnapshot, settings: ChargeSettings) -> Assessment:
     _soc_rules(r, settings, charge, discharge)
     _protection_rules(snapshot.alarms, settings, charge, discharge, warnings)
     _condition_warnings(r, settings, warnings)
+    undervoltage, recovered = _undervoltage(r, settings)
     return Assessment(
         charge=_tightest(charge),
         discharge=_tightest(discharge),
         alarms=frozenset(alarms),
         warnings=frozenset(warnings),
+        undervoltage=undervoltage,
+        undervoltage_recovered=recovered,
     )
+
+
+def _undervoltage(r: Readings, s: ChargeSettings) -> tuple[bool, bool]:
+    """(at or below the discharge cut-off, recovered above it by the hysteresis)."""
+    low_cell, pack = r.low_cell, r.pack
+    reached = (low_cell is not None and low_cell <= s.cell_discharge_cutoff) or (
+        pack is not None and pack <= s.discharge_cutoff_voltage
+    )
+    # Settings are sums of decimal steps (2.90 + 0.10 = 3.0000000000000004): 1 µV of slack.
+    release = s.cell_discharge_cutoff + s.undervoltage_hysteresis - _VOLTAGE_SLACK
+    recovered = (
+        (low_cell is not None or pack is not None)
+        and (low_cell is None or low_cell >= release)
+        and (pack is None or pack >= s.cells * release)
+    )
+    return reached, recovered
 
 
 def _voltage_rules(
@@ -315,10 +409,13 @@ def _temperature_rules(
     alarms: set[str],
     warnings: set[str],
 ) -> None:
-    t = r.temperature
-    if t is not None:
+    coldest, hottest = r.coldest, r.hottest
+    if coldest is None or hottest is None:
+        if not s.allow_charge_without_temperature:
+            charge.append(Target(0.0, Reason.NO_TEMPERATURE, hard=True))
+    else:
         _range_rule(
-            t,
+            (coldest, hottest),
             s.charge_temperature_table,
             s,
             maximum=s.bulk_current,
@@ -327,7 +424,7 @@ def _temperature_rules(
             warnings=warnings,
         )
         _range_rule(
-            t,
+            (coldest, hottest),
             s.discharge_temperature_table,
             s,
             maximum=s.max_discharge_current,
@@ -336,9 +433,9 @@ def _temperature_rules(
             warnings=warnings,
         )
         low, high = s.preset.discharge_temperature
-        if t <= low:
+        if coldest <= low:
             alarms.add(AlarmItem.LOW_TEMP)
-        elif t >= high:
+        if hottest >= high:
             alarms.add(AlarmItem.HIGH_TEMP)
     if r.mosfet is not None:
         fraction = curve_fraction(s.mosfet_temperature_table, r.mosfet, linear=s.linear)
@@ -352,7 +449,7 @@ def _temperature_rules(
 
 
 def _range_rule(
-    t: float,
+    span: tuple[float, float],
     curve: Curve,
     s: ChargeSettings,
     *,
@@ -361,16 +458,27 @@ def _range_rule(
     items: tuple[AlarmItem, AlarmItem],
     warnings: set[str],
 ) -> None:
-    """Temperature curve whose end points bound the range in which current is allowed at all."""
-    if t <= curve[0][0]:
-        targets.append(Target(0.0, Reason.TEMPERATURE, hard=True))
+    """Temperature curve whose end points bound the range in which current is allowed at all.
+
+    ``span`` is (coldest, hottest): the coldest sensor decides the cold end and the hottest the
+    hot end, and between them the smaller fraction of the two wins.
+    """
+    coldest, hottest = span
+    cut = False
+    if coldest <= curve[0][0]:
+        cut = True
         warnings.add(items[0])
-    elif t >= curve[-1][0]:
-        targets.append(Target(0.0, Reason.TEMPERATURE, hard=True))
+    if hottest >= curve[-1][0]:
+        cut = True
         warnings.add(items[1])
-    else:
-        fraction = curve_fraction(curve, t, linear=s.linear)
-        targets.append(Target(fraction * maximum, Reason.TEMPERATURE))
+    if cut:
+        targets.append(Target(0.0, Reason.TEMPERATURE, hard=True))
+        return
+    fraction = min(
+        curve_fraction(curve, coldest, linear=s.linear),
+        curve_fraction(curve, hottest, linear=s.linear),
+    )
+    targets.append(Target(fraction * maximum, Reason.TEMPERATURE))
 
 
 def _soc_rules(
@@ -489,7 +597,13 @@ class LimitPolicy:
     """Current limits over time for one battery; feed it every snapshot, get limits back.
 
     ``charge_block`` lets the caller force the charge limit to 0 (e.g. charging switched off)
-    with its own reason; that fall is soft.
+    with its own reason; that fall is soft. ``grid_connected`` says whether the inverter is
+    grid-tied (None: unknown, treated as off-grid, where only an alarm stops discharging).
+
+    Every snapshot is sanitised here, so no caller can hand a rule a NaN or an open sensor. A
+    snapshot older than the newest one seen is ignored; one dated in the future (or with no
+    valid time) is garbage and ignored too — kept, it would look fresh for ever and shadow every
+    real reading after it.
     """
 
     def __init__(self, settings: ChargeSettings) -> None:
@@ -499,12 +613,15 @@ class LimitPolicy:
         self._discharge = _Channel(always_step=False)
         self._snapshot: BatterySnapshot | None = None
         self._first_update: float | None = None
+        self._last_now: float | None = None
         self._assessment: Assessment | None = None
         self._alarm_since: dict[str, float] = {}
+        self._undervoltage = False
+        self._recovered_since: float | None = None
 
     @property
     def last_snapshot(self) -> BatterySnapshot | None:
-        """The newest snapshot seen so far (kept when the source returns None)."""
+        """The newest (sanitised) snapshot seen so far (kept when the source returns None)."""
         return self._snapshot
 
     def update(
@@ -513,30 +630,40 @@ class LimitPolicy:
         now: float,
         *,
         charge_block: Reason | None = None,
+        grid_connected: bool | None = None,
     ) -> LimitResult:
         """The limits at ``now`` (monotonic seconds) given the source's latest ``snapshot``."""
         s = self.settings
+        now = self._clock(now)
         if self._first_update is None:
             self._first_update = now
-        if snapshot is not None and (
-            self._snapshot is None or snapshot.timestamp >= self._snapshot.timestamp
-        ):
-            self._snapshot = snapshot
+        self._accept(snapshot, now)
         current = self._snapshot
         age = current.age(now) if current is not None else None
-        fresh = current is not None and current.is_fresh(now, s.stale_after)
+        source_fresh = current is not None and current.is_fresh(now, s.stale_after)
+        view: BatterySnapshot | None = None
+        readings: Readings | None = None
+        frozen: frozenset[str] = frozenset()
         silent_for = age if age is not None else max(0.0, now - self._first_update)
-        stale = not fresh and silent_for > s.stale_after
+        if current is not None and source_fresh:
+            view, frozen, frozen_for = _fresh_view(current, now, s.stale_after)
+            silent_for = max(silent_for, frozen_for)
+        fresh = source_fresh and not frozen
+        stale = bool(frozen) or (not source_fresh and silent_for > s.stale_after)
 
         if current is None:
             charge = discharge = Target(0.0, Reason.NO_DATA, hard=True)
-        elif fresh:
-            self._assessment = assess(current, s)
+        elif fresh and view is not None:
+            readings = Readings.of(view, s.cells)
+            self._assessment = assess(view, s, readings)
             charge, discharge = self._assessment.charge, self._assessment.discharge
         else:
             charge = Target(0.0, Reason.STALE_SOURCE)
             held = min(self._discharge.output, s.max_discharge_current)
             discharge = Target(held, Reason.STALE_SOURCE)
+        self._latch_undervoltage(
+            self._assessment if fresh else None, now, grid_connected=grid_connected
+        )
         # A caller's block never hides a safety cut-off, missing data or a stale source.
         if (
             charge_block is not None
@@ -560,7 +687,60 @@ class LimitPolicy:
             stale=stale,
             fresh=fresh,
             source_age=age,
+            stale_fields=frozen,
+            view=view if fresh else None,
+            readings=readings,
+            undervoltage_alarm=self._undervoltage,
         )
+
+    def _clock(self, now: float) -> float:
+        """``now``, or the last good time when the caller's clock gave no finite number."""
+        if isinstance(now, int | float) and math.isfinite(now):
+            self._last_now = float(now)
+            return float(now)
+        return self._last_now if self._last_now is not None else 0.0
+
+    def _accept(self, snapshot: BatterySnapshot | None, now: float) -> None:
+        """Keep ``snapshot`` (sanitised) if it is the newest valid reading so far."""
+        kept = self._snapshot
+        if kept is not None and kept.timestamp > now:
+            # Only a clock that ran backwards gets here; the kept reading cannot be trusted.
+            self._snapshot = kept = None
+        if snapshot is None:
+            return
+        clean = snapshot.sanitized(cells=self.settings.cells)
+        stamp = clean.timestamp
+        if not math.isfinite(stamp) or stamp > now:
+            return
+        if kept is None or stamp >= kept.timestamp:
+            self._snapshot = clean
+
+    def _latch_undervoltage(
+        self, assessment: Assessment | None, now: float, *, grid_connected: bool | None
+    ) -> None:
+        """The off-grid under-voltage alarm: raised at the cut-off, released with hysteresis.
+
+        Grid-tied the discharge limit is obeyed, so no alarm is needed (the release is
+        immediate). Without a fresh assessment the latch holds: a battery does not recover by
+        going silent.
+        """
+        if grid_connected is True:
+            self._undervoltage = False
+            self._recovered_since = None
+            return
+        if assessment is None:
+            return
+        if assessment.undervoltage:
+            self._undervoltage = True
+            self._recovered_since = None
+        elif self._undervoltage and assessment.undervoltage_recovered:
+            if self._recovered_since is None:
+                self._recovered_since = now
+            if now - self._recovered_since >= self.settings.recovery_hold:
+                self._undervoltage = False
+                self._recovered_since = None
+        else:
+            self._recovered_since = None
 
     def _conditions(
         self, now: float, stale: bool, silent_for: float
@@ -572,7 +752,9 @@ class LimitPolicy:
         """
         s = self.settings
         assessment = self._assessment
-        raw_alarms = assessment.alarms if assessment is not None else frozenset()
+        raw_alarms = set(assessment.alarms) if assessment is not None else set()
+        if self._undervoltage:
+            raw_alarms.add(AlarmItem.LOW_VOLTAGE)
         warnings = set(assessment.warnings) if assessment is not None else set()
         for name in list(self._alarm_since):
             if name not in raw_alarms:
@@ -586,3 +768,47 @@ class LimitPolicy:
             if s.stale_alarm and silent_for > s.stale_alarm_after:
                 alarms.add(AlarmItem.BMS_INTERNAL)
         return frozenset(alarms), frozenset(warnings)
+
+
+def _present(snapshot: BatterySnapshot, name: str) -> bool:
+    if name == "temperature":
+        return bool(snapshot.all_temperatures)
+    if name == "cell_voltages":
+        return bool(snapshot.cell_voltages)
+    return getattr(snapshot, name) is not None
+
+
+_CLEARED: Final[Mapping[str, Mapping[str, object]]] = MappingProxyType(
+    {
+        "temperature": MappingProxyType({"temperature": None, "temperatures": ()}),
+        "cell_voltages": MappingProxyType({"cell_voltages": ()}),
+    }
+)
+
+
+def _fresh_view(
+    snapshot: BatterySnapshot, now: float, stale_after: float
+) -> tuple[BatterySnapshot, frozenset[str], float]:
+    """``snapshot`` without the fields measured longer than ``stale_after`` ago.
+
+    Returns the view, the safety fields among the dropped ones (a frozen reading of those is
+    treated as a stale source), and the age of the oldest of them.
+    """
+    if not snapshot.field_times:
+        return snapshot, frozenset(), 0.0
+    changes: dict[str, object] = {}
+    frozen: set[str] = set()
+    oldest = 0.0
+    for name in FIELD_NAMES:
+        if name not in snapshot.field_times or not _present(snapshot, name):
+            continue
+        field_age = now - snapshot.field_time(name)
+        if field_age <= stale_after:
+            continue
+        changes.update(_CLEARED.get(name, {name: None}))
+        if name in SAFETY_FIELDS:
+            frozen.add(name)
+            oldest = max(oldest, field_age)
+    if not changes:
+        return snapshot, frozenset(), 0.0
+    return replace(snapshot, **changes), frozenset(frozen), oldest  # type: ignore[arg-type]
