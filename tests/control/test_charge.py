@@ -119,7 +119,8 @@ def test_full_cycle_bulk_absorption_float_rebulk() -> None:
     assert floated.state is ChargeState.FLOAT
     assert floated.events == (E.ABSORPTION_COMPLETE, E.FLOAT_STARTED, E.SOC_RESET)
     assert floated.soc == 100.0
-    assert floated.charge_voltage == pytest.approx(FLOAT)
+    # The CVL starts its ramp down to float (5 mV/s), it does not jump.
+    assert floated.charge_voltage == pytest.approx(ABSORPTION - 0.005)
     assert bench.controller.last_full_charge == bench.t
 
     # The source still says 92 %: reported 100 %, and changes follow scaled by 100/92.
@@ -237,7 +238,7 @@ def test_forced_float_and_forced_bulk_hold_their_state() -> None:
     assert (forced.state, forced.mode) == (ChargeState.FLOAT, ChargeMode.FORCE_FLOAT)
     assert bench.controller.mode is ChargeMode.FORCE_FLOAT
     assert forced.events == (E.FLOAT_STARTED,)
-    assert forced.charge_voltage == pytest.approx(FLOAT)
+    assert FLOAT < forced.charge_voltage < ABSORPTION  # ramping down
     bench.controller.set_mode(ChargeMode.FORCE_BULK)
     assert bench.step().events == (E.BULK_STARTED,)
     # At absorption voltage with no current for ages: still bulk, no absorption, no float.
@@ -256,7 +257,7 @@ def test_charge_off_and_back() -> None:
     off = bench.step()
     assert (off.state, off.events) == (ChargeState.OFF, (E.CHARGE_OFF,))
     assert (off.charge_current_limit, off.limited_by_charge) == (STEP_CURRENT, Reason.FORCED_OFF)
-    assert off.charge_voltage == pytest.approx(FLOAT)
+    assert FLOAT < off.charge_voltage < ABSORPTION  # ramping down to float
     assert off.discharge_current_limit == 100.0
     # The 1 A step is held for STEP_HOLD so at least one frame carries it, then 0 A.
     assert bench.step(STEP_HOLD - 0.1).charge_current_limit == STEP_CURRENT
@@ -351,9 +352,9 @@ def test_no_data_yet() -> None:
 
 def test_first_reading_already_stale_still_reports_its_soc() -> None:
     controller = ChargeController(DEFAULTS)
-    decision = controller.update(reading(0.0, 53.0, 0.0, 150.0), 100.0)
+    decision = controller.update(reading(0.0, 53.0, 0.0, 97.0), 100.0)
     assert decision.stale
-    assert decision.soc == 100.0  # clamped
+    assert decision.soc == 97.0
     no_soc = ChargeController(DEFAULTS).update(reading(0.0, 53.0, 0.0, None), 100.0)
     assert no_soc.soc is None
 
@@ -418,7 +419,7 @@ def test_absorption_ends_when_the_cells_stay_balanced() -> None:
     assert done.events == (E.ABSORPTION_BALANCED, E.FLOAT_STARTED, E.SOC_RESET)
     assert done.state is ChargeState.FLOAT
     assert done.soc == 100.0
-    assert done.charge_voltage == pytest.approx(FLOAT)
+    assert FLOAT < done.charge_voltage < ABSORPTION  # ramping down to float
     assert bench.controller.last_full_charge == bench.t
     assert ChargeEvent.ABSORPTION_BALANCED.value == "absorption_balanced"
 
