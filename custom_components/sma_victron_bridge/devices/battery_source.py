@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+import math
 import time
 
 from homeassistant.config_entries import ConfigEntryState
@@ -78,11 +79,23 @@ class EntitiesBatterySource(BatterySource):
     forwarding, SOC for a BMS): the snapshot's timestamp is when that entity last reported.
     """
 
-    def __init__(self, hass: HomeAssistant, entities: EntityIds, required: str) -> None:
-        """Read ``entities``; ``required`` is one of voltage/temperature/soc/current."""
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entities: EntityIds,
+        required: str,
+        *,
+        invert_current: bool = False,
+    ) -> None:
+        """Read ``entities``; ``required`` is one of voltage/temperature/soc/current.
+
+        ``invert_current``: the current sensor counts discharging as positive (this integration
+        and the Sunny Island count charging as positive).
+        """
         self._hass = hass
         self._entities = entities
         self._required = required
+        self._invert_current = invert_current
 
     @property
     def name(self) -> str:
@@ -97,9 +110,11 @@ class EntitiesBatterySource(BatterySource):
         if state is None or state.state in (STATE_UNKNOWN, STATE_UNAVAILABLE):
             return None, None
         try:
-            return float(state.state), state
+            value = float(state.state)
         except ValueError:
             return None, None
+        # "nan"/"inf" parse as floats: a sensor that reports them has no reading.
+        return (value, state) if math.isfinite(value) else (None, None)
 
     def snapshot(self) -> BatterySnapshot | None:
         """A snapshot dated by the required entity's last report; None while it has no value."""
@@ -121,11 +136,32 @@ class EntitiesBatterySource(BatterySource):
         }[self._required]
         if dating is None:
             return None
-        age = (dt_util.utcnow() - dating.last_reported).total_seconds()
+        now_wall, now = dt_util.utcnow(), time.monotonic()
+
+        def measured(state: State | None) -> float:
+            """When an entity last reported, on the monotonic clock the snapshot uses."""
+            assert state is not None
+            return now - max(0.0, (now_wall - state.last_reported).total_seconds())
+
+        # Each quantity is dated by its own entity, so a frozen voltage or temperature sensor
+        # goes stale even while the state of charge keeps reporting.
+        field_times = {
+            name: measured(state)
+            for name, state in (
+                ("voltage", voltage_state),
+                ("temperature", temperature_state),
+                ("soc", soc_state),
+                ("current", current_state),
+            )
+            if state is not None
+        }
+        if current is not None and self._invert_current:
+            current = -current
         return BatterySnapshot(
-            timestamp=time.monotonic() - max(0.0, age),
+            timestamp=measured(dating),
             voltage=voltage,
             temperature=temperature,
             soc=soc,
             current=current,
+            field_times=field_times,
         )

@@ -232,7 +232,11 @@ class SerialBmsRuntime(DeviceRuntime):
             soc=reading.soc,
             voltage=reading.voltage,
             current=reading.current,
+            # The hottest sensor as the one representative reading; every sensor goes along so
+            # the charge rules see the coldest one too (a pack at -6 °C and +3 °C is too cold).
             temperature=max(reading.temperatures) if reading.temperatures else None,
+            temperatures=tuple(reading.temperatures),
+            mosfet_temperature=reading.mosfet_temperature,
             cell_voltages=reading.cell_voltages,
             alarms=reading.protections,
         )
