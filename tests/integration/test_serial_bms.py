@@ -393,3 +393,39 @@ async def test_options_every_setting_refuses_unsafe_and_applies(
     assert runtime.controller.settings.bulk_current == 40
     assert runtime.controller.settings.ramp_rate == 20
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize(("cells", "cvl"), [(4, "13.8"), (8, "27.6")])
+async def test_small_pack_sets_up_outside_the_sunny_island_ranges(
+    hass: HomeAssistant, cells: int, cvl: str
+) -> None:
+    """A 4s/8s pack on its own BMS is fine: only a Sunny Island entry needs 41-63 V packs."""
+    sim = JbdSimulator(cells=cells, capacity_ah=100.0, frozen=True, seed=5)
+    sim.cell_voltages = CELLS[:cells]
+    await sim.start()
+    try:
+        entry = bms_entry(sim, "jbd")
+        entry.add_to_hass(hass)
+        # A stored flag cannot switch the ranges back on (or off) for a Sunny Island either.
+        hass.config_entries.async_update_entry(
+            entry,
+            data={**entry.data, "cells": cells, "capacity_ah": 100.0},
+            options={**entry.options, "sunny_island_ranges": True},
+        )
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED
+        runtime: Any = entry.runtime_data
+        assert runtime.controller.settings.sunny_island_ranges is False
+        assert state_value(hass, f"{PACK}_charge_voltage_limit") == cvl
+        result = await hass.config_entries.options.async_init(entry.entry_id)
+        assert result["step_id"] == "bms_settings"
+        result = await hass.config_entries.options.async_configure(
+            result["flow_id"], {"poll_interval": 1.0, "cell_discharge_cutoff": 2.8}
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        await hass.async_block_till_done()
+        assert entry.runtime_data.controller.settings.cell_discharge_cutoff == 2.8
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.stop()
