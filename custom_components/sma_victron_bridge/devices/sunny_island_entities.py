@@ -3,7 +3,8 @@
 Two groups: what the Sunny Island broadcasts (AC power per line, grid/generator state, voltages,
 its own battery measurement, energy integrated from its 100 W-resolution powers) and what this
 integration decides as its BMS (charge state, the limits sent, why they are what they are, how
-old the battery data is), plus every charge setting as a bounded number entity.
+old the battery data is, which protections the source cannot give, whether the frames are in
+their safe mode), plus every charge setting as a bounded number entity.
 """
 
 from __future__ import annotations
@@ -181,6 +182,29 @@ def _sent(
     )
 
 
+def _missing(data: SunnyIslandData) -> list[str] | None:
+    decision = data.decision
+    if decision is None or decision.soc is None:
+        return None  # before the first reading everything is missing: nothing to tell yet
+    return sorted(decision.missing)
+
+
+def _missing_state(data: SunnyIslandData) -> str | None:
+    """What protection the source cannot give, as one line ("none" when complete).
+
+    A set does not fit an enum; the list is also an attribute for automations.
+    """
+    missing = _missing(data)
+    if missing is None:
+        return None
+    return ", ".join(missing) if missing else "none"
+
+
+def _missing_attributes(data: SunnyIslandData) -> dict[str, Any] | None:
+    missing = _missing(data)
+    return None if missing is None else {"missing": missing}
+
+
 SI_SENSORS: tuple[BridgeSensorEntityDescription, ...] = (
     *_phase("external_power", "external_power"),
     *_phase("inverter_power", "inverter_power"),
@@ -323,6 +347,14 @@ BMS_SENSORS: tuple[BridgeSensorEntityDescription, ...] = (
         exists_fn=lambda data: True,
     ),
     BridgeSensorEntityDescription(
+        key="missing_battery_data",
+        translation_key="missing_battery_data",
+        entity_category=DIAG,
+        value_fn=_missing_state,
+        attributes_fn=_missing_attributes,
+        exists_fn=lambda data: True,
+    ),
+    BridgeSensorEntityDescription(
         key="first_frame_delay",
         translation_key="first_frame_delay",
         device_class=SensorDeviceClass.DURATION,
@@ -379,6 +411,23 @@ BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
         device_class=BinarySensorDeviceClass.CONNECTIVITY,
         entity_category=DIAG,
         is_on_fn=lambda data: data.bms_sending,
+        available_fn=lambda data: True,
+    ),
+    BridgeBinarySensorEntityDescription(
+        key="bms_safe_mode",
+        translation_key="bms_safe_mode",
+        device_class=BinarySensorDeviceClass.PROBLEM,
+        # On while the frames are the safe ones: the update failed or its guard tripped.
+        is_on_fn=lambda data: data.update_failing or data.guard_tripped,
+        available_fn=lambda data: True,
+    ),
+    BridgeBinarySensorEntityDescription(
+        key="current_sign_mismatch",
+        translation_key="current_sign_mismatch",
+        device_class=BinarySensorDeviceClass.PROBLEM,
+        is_on_fn=lambda data: (
+            None if data.decision is None else data.decision.current_sign_mismatch
+        ),
         available_fn=lambda data: True,
     ),
     BridgeBinarySensorEntityDescription(
