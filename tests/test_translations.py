@@ -7,6 +7,7 @@ from pathlib import Path
 
 from homeassistant.components.sensor import SensorDeviceClass
 
+from custom_components.sma_victron_bridge.control.chemistry import BOOL_FIELDS, NUMBER_FIELDS
 from custom_components.sma_victron_bridge.devices import (
     serial_bms_entities as bms,
     sunny_boy_entities as sb,
@@ -14,6 +15,7 @@ from custom_components.sma_victron_bridge.devices import (
     vedirect_entities as ved,
     victron_ble_entities as vble,
 )
+from custom_components.sma_victron_bridge.flow_helpers import OPTION_SETTINGS, OPTION_SWITCHES
 
 SENSORS = (*ved.SENSORS, *bms.SENSORS, *si.SENSORS, *sb.SENSORS)
 BINARY_SENSORS = (*ved.BINARY_SENSORS, *bms.BINARY_SENSORS, *si.BINARY_SENSORS)
@@ -89,7 +91,32 @@ def test_placeholders_are_filled() -> None:
 
 
 def test_every_option_field_has_a_label() -> None:
-    """The BMS and Sunny Island options offer every threshold; each needs its English label."""
-    for step in ("charge_settings", "bms_settings"):
+    """The BMS and Sunny Island options offer every tuned setting; each needs its English label."""
+    numbers = {name for name, _step, _unit in OPTION_SETTINGS}
+    # Everything a number entity edits is in the options too (the battery itself aside).
+    assert set(NUMBER_FIELDS) - {"cells", "capacity_ah"} == numbers
+    assert set(si.SETTING_ENTITIES) <= numbers
+    assert set(OPTION_SWITCHES) <= set(BOOL_FIELDS)
+    for step, wanted in (
+        ("charge_settings", {*numbers, *OPTION_SWITCHES, "guard_time"}),
+        ("bms_settings", {*numbers, "poll_interval"}),
+    ):
         labels = EN["options"]["step"][step]["data"]
-        assert set(si.SETTING_ENTITIES) <= set(labels), step
+        assert wanted == set(labels), step
+
+
+def test_every_form_field_is_described() -> None:
+    """Every field of every config and options form says what it is for, next to the field."""
+    for section in ("config", "options"):
+        for step_id, step in EN[section]["step"].items():
+            labels = set(step.get("data", {}))
+            descriptions = set(step.get("data_description", {}))
+            assert labels == descriptions, (section, step_id, labels ^ descriptions)
+
+
+def test_charge_setting_descriptions_give_the_unit() -> None:
+    """A charge setting's description starts with its unit: the form shows it only as a suffix."""
+    units = ("Volts", "Amperes", "Millivolts", "Seconds", "Percent", "Days")
+    descriptions = EN["options"]["step"]["charge_settings"]["data_description"]
+    for name, _step, _unit in OPTION_SETTINGS:
+        assert descriptions[name].startswith(units), name

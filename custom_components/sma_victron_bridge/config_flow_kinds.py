@@ -44,12 +44,13 @@ from .const import (
     SOURCE_ENTITIES,
     DeviceKind,
 )
-from .control.chemistry import CHEMISTRIES, ChargeSettings
+from .control.chemistry import CHEMISTRIES, ChargeSettings, UnsafeSetting, allowed_cell_counts
 from .devices.charge_settings import settings_from_entry
 from .devices.serial_bms import BmsProbe, async_probe_bms, create_simulator
-from .devices.sunny_island_entities import SETTING_ENTITIES
 from .devices.vedirect import ProbeError
 from .flow_helpers import (
+    OPTION_SETTINGS,
+    OPTION_SWITCHES,
     PORT_MANUAL,
     async_port_exists,
     async_port_options,
@@ -62,11 +63,15 @@ from .protocols.bms_client import BmsProtocol
 from .schema import vol
 
 CONF_FAMILY = "family"
-# Options offer every charge threshold (the Sunny Island also has each as a number entity).
-ALL_SETTINGS = tuple(
-    (name, step, unit or "")
-    for name, ((unit, _device_class), step, _enabled) in SETTING_ENTITIES.items()
-)
+# Entry data of a Sunny Island fed by HA sensors: the current sensor counts discharging as
+# positive. The runtime reads the same key (it lives there, not here: importing the runtime
+# would import python-can into every config flow).
+CONF_SOURCE_INVERT_CURRENT = "source_invert_current"
+# Entry option: how long the Sunny Island may go on with the last limits when Home Assistant
+# stops deciding, before the sender's dead-man guard sends safe frames by itself (s).
+CONF_GUARD_TIME = "guard_time"
+DEFAULT_GUARD_TIME = 10
+GUARD_TIME_RANGE = (2, 50)
 PROTOCOL_AUTO = "auto"
 DALY_ADDRESSES = {"64": "0x40 (RS485)", "128": "0x80 (UART/TTL)"}
 INTERFACES = ("socketcan", "slcan", "gs_usb")
@@ -113,6 +118,16 @@ def same_bms(entry: ConfigEntry, probe: BmsProbe) -> bool:
         return bms_unique_id(probe, "") == entry.unique_id
     cells = len(probe.reading.cell_voltages) or probe.info.cell_count
     return cells == entry.data.get(CONF_CELLS)
+
+
+def cell_counts_text() -> str:
+    """The cell counts each chemistry allows for a Sunny Island, for the battery form's text."""
+    parts = []
+    for key, chemistry in CHEMISTRIES.items():
+        *first, last = (str(count) for count in allowed_cell_counts(key))
+        counts = f"{', '.join(first)} or {last}" if first else last
+        parts.append(f"{chemistry.name} {counts} cells")
+    return "; ".join(parts)
 
 
 def _interface_schema(default: str) -> vol.Schema:
@@ -388,8 +403,12 @@ class SunnyIslandFlow(ConfigFlow):
                     cells=int(user_input[CONF_CELLS]),
                     capacity_ah=float(user_input[CONF_CAPACITY]),
                 )
-            except ValueError:
-                errors["base"] = "unsafe_setting"
+            except UnsafeSetting as err:
+                # A cell count outside the chemistry's range would put the charge or discharge
+                # voltage outside what the Sunny Island accepts: say so next to the field.
+                errors[CONF_CELLS if err.field == CONF_CELLS else "base"] = (
+                    "cells_not_allowed" if err.field == CONF_CELLS else "unsafe_setting"
+                )
             else:
                 self._si.update(
                     {
@@ -402,6 +421,7 @@ class SunnyIslandFlow(ConfigFlow):
                 if user_input[CONF_SOURCE] == SOURCE_ENTITIES:
                     return await self.async_step_sunny_island_entities()
                 return self._async_create_si()
+        counts = [count for key in CHEMISTRIES for count in allowed_cell_counts(key)]
         schema = vol.Schema(
             {
                 vol.Required(CONF_CHEMISTRY, default="lifepo4"): _select(
@@ -409,7 +429,10 @@ class SunnyIslandFlow(ConfigFlow):
                 ),
                 vol.Required(CONF_CELLS, default=16): selector.NumberSelector(
                     selector.NumberSelectorConfig(
-                        min=1, max=32, step=1, mode=selector.NumberSelectorMode.BOX
+                        min=min(counts),
+                        max=max(counts),
+                        step=1,
+                        mode=selector.NumberSelectorMode.BOX,
                     )
                 ),
                 vol.Required(CONF_CAPACITY, default=280): selector.NumberSelector(
@@ -425,7 +448,10 @@ class SunnyIslandFlow(ConfigFlow):
             }
         )
         return self.async_show_form(
-            step_id="sunny_island_battery", data_schema=schema, errors=errors
+            step_id="sunny_island_battery",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input),
+            errors=errors,
+            description_placeholders={"cell_counts": cell_counts_text()},
         )
 
     async def async_step_sunny_island_entities(
@@ -449,6 +475,9 @@ class SunnyIslandFlow(ConfigFlow):
                     vol.Optional(CONF_SOURCE_VOLTAGE): sensor("voltage"),
                     vol.Optional(CONF_SOURCE_CURRENT): sensor("current"),
                     vol.Optional(CONF_SOURCE_TEMPERATURE): sensor("temperature"),
+                    vol.Required(
+                        CONF_SOURCE_INVERT_CURRENT, default=False
+                    ): selector.BooleanSelector(),
                 }
             ),
         )
@@ -475,7 +504,7 @@ class SerialBmsOptionsFlow(OptionsFlow):
         settings = settings_from_entry(self.config_entry)
         errors: dict[str, str] = {}
         if user_input is not None:
-            updated, errors = settings_errors(settings, user_input, ALL_SETTINGS)
+            updated, errors = settings_errors(settings, user_input, OPTION_SETTINGS)
             if updated is not None:
                 return self.async_create_entry(data=dict(user_input))
         schema = vol.Schema(
@@ -494,7 +523,7 @@ class SerialBmsOptionsFlow(OptionsFlow):
                         mode=selector.NumberSelectorMode.BOX,
                     )
                 ),
-                **settings_schema(settings, ALL_SETTINGS),
+                **settings_schema(settings, OPTION_SETTINGS),
             }
         )
         return self.async_show_form(step_id="bms_settings", data_schema=schema, errors=errors)
@@ -514,11 +543,29 @@ class SunnyIslandOptionsFlow(OptionsFlow):
         settings = settings_from_entry(self.config_entry)
         errors: dict[str, str] = {}
         if user_input is not None:
-            updated, errors = settings_errors(settings, user_input, ALL_SETTINGS)
+            updated, errors = settings_errors(
+                settings, user_input, OPTION_SETTINGS, OPTION_SWITCHES
+            )
             if updated is not None:
                 return self.async_create_entry(data={**self.config_entry.options, **user_input})
+        low, high = GUARD_TIME_RANGE
+        guard = self.config_entry.options.get(CONF_GUARD_TIME, DEFAULT_GUARD_TIME)
+        schema = vol.Schema(
+            {
+                **settings_schema(settings, OPTION_SETTINGS, OPTION_SWITCHES),
+                vol.Required(CONF_GUARD_TIME, default=guard): selector.NumberSelector(
+                    selector.NumberSelectorConfig(
+                        min=low,
+                        max=high,
+                        step=1,
+                        unit_of_measurement="s",
+                        mode=selector.NumberSelectorMode.BOX,
+                    )
+                ),
+            }
+        )
         return self.async_show_form(
             step_id="charge_settings",
-            data_schema=vol.Schema(settings_schema(settings, ALL_SETTINGS)),
+            data_schema=self.add_suggested_values_to_schema(schema, user_input),
             errors=errors,
         )

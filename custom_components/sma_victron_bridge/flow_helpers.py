@@ -16,20 +16,51 @@ from .schema import vol
 
 PORT_MANUAL = "manual"
 
-# The charge settings offered in options flows (all of them are also number entities).
-OPTION_SETTINGS: tuple[tuple[str, float, str], ...] = (
+type SettingFields = tuple[tuple[str, float, str], ...]
+"""``(setting, step, unit)`` of each number field of a charge-settings form."""
+
+OPTION_SETTINGS: SettingFields = (
+    # Per-cell voltages: what the pack is charged to, where it rests, where it must stop.
+    ("cell_charge_cutoff", 0.005, "V"),
     ("cell_absorption_voltage", 0.005, "V"),
+    ("cell_absorption_voltage_without_cells", 0.005, "V"),
+    ("cell_absorption_trigger", 0.005, "V"),
+    ("absorption_margin", 0.005, "V"),
     ("cell_float_voltage", 0.005, "V"),
     ("cell_rebulk_voltage", 0.005, "V"),
-    ("cell_charge_cutoff", 0.005, "V"),
     ("cell_discharge_cutoff", 0.005, "V"),
+    ("undervoltage_hysteresis", 0.01, "V"),
+    # Currents and how fast they and the charge voltage may change.
     ("bulk_current", 1.0, "A"),
     ("max_discharge_current", 1.0, "A"),
     ("tail_current", 0.5, "A"),
+    ("ramp_rate", 0.5, "A/s"),
+    ("cvl_ramp_rate", 0.5, "mV/s"),
+    # When absorption ends and float returns to bulk.
+    ("tail_hold", 1.0, "s"),
     ("max_absorption_time", 60.0, "s"),
+    ("rebulk_delay", 1.0, "s"),
     ("rebulk_soc", 1.0, "%"),
+    ("full_charge_interval_days", 1.0, "d"),
+    ("recovery_hold", 1.0, "s"),
+    # Cell balance.
+    ("cell_imbalance_warning", 0.005, "V"),
+    ("absorption_spread", 0.001, "V"),
+    ("spread_hold", 60.0, "s"),
+    ("rebulk_spread", 0.005, "V"),
+    # A source that stops reporting.
     ("stale_after", 1.0, "s"),
+    ("stale_alarm_after", 1.0, "s"),
+    ("alarm_delay", 1.0, "s"),
 )
+"""Every tuned number of :class:`ChargeSettings` (all but the battery's chemistry, cells and
+capacity, which are the battery itself): the options offer each one, bounded like its number
+entity, so nothing is settable only through an entity or only through the options."""
+
+OPTION_SWITCHES: tuple[str, ...] = ("allow_charge_without_temperature", "stale_alarm")
+"""True/false charge settings a Sunny Island's options offer (as checkboxes): whether to charge
+with no battery temperature at all, and whether battery data stale for ``stale_alarm_after``
+raises an alarm (without the switch that time would be a setting with no effect)."""
 
 
 def list_serial_ports() -> dict[str, str]:
@@ -74,13 +105,12 @@ async def async_port_exists(hass: HomeAssistant, port: str) -> bool:
     return await hass.async_add_executor_job(os.path.exists, port)
 
 
-type SettingFields = tuple[tuple[str, float, str], ...]
-
-
 def settings_schema(
-    settings: ChargeSettings, fields: SettingFields = OPTION_SETTINGS
+    settings: ChargeSettings,
+    fields: SettingFields = OPTION_SETTINGS,
+    switches: tuple[str, ...] = (),
 ) -> dict[Any, Any]:
-    """Number fields for charge settings, bounded like the number entities."""
+    """Number fields for charge settings, bounded like the number entities; then checkboxes."""
     schema: dict[Any, Any] = {}
     for name, step, unit in fields:
         low, high = settings.bounds(name)
@@ -93,16 +123,22 @@ def settings_schema(
                 mode=selector.NumberSelectorMode.BOX,
             )
         )
+    for name in switches:
+        schema[vol.Required(name, default=getattr(settings, name))] = selector.BooleanSelector()
     return schema
 
 
 def settings_errors(
-    settings: ChargeSettings, values: dict[str, Any], fields: SettingFields = OPTION_SETTINGS
+    settings: ChargeSettings,
+    values: dict[str, Any],
+    fields: SettingFields = OPTION_SETTINGS,
+    switches: tuple[str, ...] = (),
 ) -> tuple[ChargeSettings | None, dict[str, str]]:
     """Apply submitted settings; on an unsafe combination name the offending field."""
     from .control.chemistry import UnsafeSetting
 
-    changes = {name: values[name] for name, _step, _unit in fields if name in values}
+    names = (*(name for name, _step, _unit in fields), *switches)
+    changes = {name: values[name] for name in names if name in values}
     try:
         return settings.replace(**changes), {}
     except UnsafeSetting as err:

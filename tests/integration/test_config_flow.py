@@ -14,11 +14,17 @@ from homeassistant.config_entries import (
     ConfigEntryState,
 )
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
 from homeassistant.helpers.service_info.usb import UsbServiceInfo
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.sma_victron_bridge.config_flow_kinds import (
+    CONF_GUARD_TIME,
+    CONF_SOURCE_INVERT_CURRENT,
+    DEFAULT_GUARD_TIME,
+    cell_counts_text,
+)
 from custom_components.sma_victron_bridge.const import (
     CONF_FORWARD_SOURCE,
     CONF_FORWARD_TEMPERATURE_ENTITY,
@@ -542,3 +548,190 @@ async def test_reconfigure_simulated_sunny_island_and_bms_abort(hass: HomeAssist
         )
         assert result["type"] is FlowResultType.ABORT
         assert result["reason"] == "simulated_fixed"
+
+
+def schema_field(result: Any, key: str) -> tuple[Any, Any]:
+    """The voluptuous marker and the selector of ``key`` in a form."""
+    schema = result["data_schema"]
+    assert schema is not None
+    for marker, field in schema.schema.items():
+        if str(marker) == key:
+            return marker, field
+    raise AssertionError(f"{key} not in the form")
+
+
+async def test_sunny_island_battery_accepts_only_packs_that_fit(hass: HomeAssistant) -> None:
+    """Cell counts outside the Sunny Island's voltage ranges are refused, with the reason."""
+    hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})
+    result = await start_simulated(hass, "sunny_island")
+    assert result["step_id"] == "sunny_island_battery"
+    # The form offers 13-16 cells (NMC 13-14, LiFePO4 15-16) and says which fit which chemistry.
+    _marker, cells = schema_field(result, "cells")
+    assert (cells.config["min"], cells.config["max"]) == (13, 16)
+    assert result["description_placeholders"] == {"cell_counts": cell_counts_text()}
+    assert cell_counts_text() == "LiFePO4 15 or 16 cells; Li-ion NMC 13 or 14 cells"
+    flow_id = result["flow_id"]
+    battery = {"chemistry": "lifepo4", "capacity_ah": 280, "source": "entities"}
+    # An 11s LiFePO4 pack (charge voltage 38 V) never gets past the form's own range.
+    with pytest.raises(InvalidData) as refused:
+        await hass.config_entries.flow.async_configure(flow_id, {**battery, "cells": 11})
+    assert "cells" in refused.value.schema_errors
+    # 16 NMC cells are inside the form's range but charge to 65.6 V: refused next to the field.
+    result = dict(
+        await hass.config_entries.flow.async_configure(
+            flow_id, {**battery, "chemistry": "nmc", "cells": 16}
+        )
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"cells": "cells_not_allowed"}
+    assert "{cell_counts}" in EN["config"]["error"]["cells_not_allowed"]
+    result = dict(await hass.config_entries.flow.async_configure(flow_id, {**battery, "cells": 16}))
+    assert result["step_id"] == "sunny_island_entities"
+    _marker, invert = schema_field(result, CONF_SOURCE_INVERT_CURRENT)
+    assert type(invert).__name__ == "BooleanSelector"
+    result = dict(
+        await hass.config_entries.flow.async_configure(
+            flow_id, {"source_soc_entity": "sensor.house_battery_soc"}
+        )
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"]["cells"] == 16
+    assert result["data"]["chemistry"] == "lifepo4"
+    # Not ticked: the sensor's sign is taken as it is.
+    assert result["data"][CONF_SOURCE_INVERT_CURRENT] is False
+    entry = result["result"]
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_sunny_island_entities_step_stores_inverted_current(hass: HomeAssistant) -> None:
+    """A current sensor that counts discharging as positive is flagged for the runtime."""
+    from custom_components.sma_victron_bridge.devices import sunny_island
+
+    assert sunny_island.CONF_SOURCE_INVERT_CURRENT == CONF_SOURCE_INVERT_CURRENT
+    hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})
+    hass.states.async_set(
+        "sensor.house_battery_current",
+        "-12.5",
+        {"unit_of_measurement": "A", "device_class": "current"},
+    )
+    result = await start_simulated(hass, "sunny_island")
+    result = dict(
+        await hass.config_entries.flow.async_configure(
+            result["flow_id"],
+            {"chemistry": "nmc", "cells": 14, "capacity_ah": 100, "source": "entities"},
+        )
+    )
+    result = dict(
+        await hass.config_entries.flow.async_configure(
+            result["flow_id"],
+            {
+                "source_soc_entity": "sensor.house_battery_soc",
+                "source_current_entity": "sensor.house_battery_current",
+                CONF_SOURCE_INVERT_CURRENT: True,
+            },
+        )
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_SOURCE_INVERT_CURRENT] is True
+    assert result["data"]["source_current_entity"] == "sensor.house_battery_current"
+    entry = result["result"]
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+def _simulated_si_entry() -> MockConfigEntry:
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="Sunny Island",
+        unique_id="sunny_island:simulated:options",
+        data={
+            "device": "sunny_island",
+            "simulated": True,
+            "can_interface": "virtual",
+            "chemistry": "lifepo4",
+            "cells": 16,
+            "capacity_ah": 280.0,
+            "source": "entities",
+            "source_soc_entity": "sensor.house_battery_soc",
+        },
+    )
+
+
+async def test_sunny_island_options_new_settings_guard_time_and_temperature(
+    hass: HomeAssistant,
+) -> None:
+    """The options offer every tuned setting, the no-temperature consent and the guard time."""
+    from custom_components.sma_victron_bridge.devices import sunny_island
+
+    assert sunny_island.CONF_GUARD_TIME == CONF_GUARD_TIME
+    hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})
+    entry = _simulated_si_entry()
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["step_id"] == "charge_settings"
+    labels = EN["options"]["step"]["charge_settings"]["data"]
+    schema = result["data_schema"]
+    assert schema is not None
+    assert {str(marker) for marker in schema.schema} == set(labels)
+    for name, bounds, default in (
+        ("cell_absorption_voltage_without_cells", (3.35, 3.60), 3.40),
+        ("cvl_ramp_rate", (0.5, 1000.0), 5.0),
+        ("undervoltage_hysteresis", (0.01, 0.30), 0.10),
+        (CONF_GUARD_TIME, (2, 50), DEFAULT_GUARD_TIME),
+    ):
+        marker, field = schema_field(result, name)
+        assert (field.config["min"], field.config["max"]) == pytest.approx(bounds), name
+        assert marker.default() == pytest.approx(default), name
+    marker, consent = schema_field(result, "allow_charge_without_temperature")
+    assert type(consent).__name__ == "BooleanSelector"
+    assert marker.default() is False
+    description = EN["options"]["step"]["charge_settings"]["data_description"]
+    assert "0 °C" in description["allow_charge_without_temperature"]
+    assert "0 A" in description[CONF_GUARD_TIME]
+    flow_id = result["flow_id"]
+    # Outside the bounds: refused by the form before anything is stored.
+    for name, value in (
+        (CONF_GUARD_TIME, 1),
+        (CONF_GUARD_TIME, 51),
+        ("cvl_ramp_rate", 0.2),
+        ("undervoltage_hysteresis", 0.5),
+    ):
+        with pytest.raises(InvalidData):
+            await hass.config_entries.options.async_configure(flow_id, {name: value})
+    result = await hass.config_entries.options.async_configure(
+        flow_id,
+        {
+            "allow_charge_without_temperature": True,
+            "cvl_ramp_rate": 12.5,
+            "undervoltage_hysteresis": 0.15,
+            "cell_absorption_voltage_without_cells": 3.42,
+            CONF_GUARD_TIME: 20,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert entry.options[CONF_GUARD_TIME] == 20
+    assert sunny_island.guard_time_from_entry(entry) == 20.0
+    # Applied live, without a reload.
+    assert entry.state is ConfigEntryState.LOADED
+    settings = entry.runtime_data.data.settings
+    assert settings.allow_charge_without_temperature is True
+    assert settings.cvl_ramp_rate == 12.5
+    assert settings.undervoltage_hysteresis == 0.15
+    assert settings.cell_absorption_voltage_without_cells == 3.42
+    assert settings.sunny_island_ranges is True
+    # Reopened, the form shows what is stored.
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert schema_field(result, CONF_GUARD_TIME)[0].default() == 20
+    assert schema_field(result, "allow_charge_without_temperature")[0].default() is True
+    await hass.config_entries.options.async_configure(
+        result["flow_id"], {"allow_charge_without_temperature": False}
+    )
+    await hass.async_block_till_done()
+    assert entry.runtime_data.data.settings.allow_charge_without_temperature is False
+    assert await hass.config_entries.async_unload(entry.entry_id)
