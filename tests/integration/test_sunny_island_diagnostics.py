@@ -46,6 +46,13 @@ async def test_diagnostics_show_bms_frame_gaps_seen_by_the_simulator(
         assert 0.9 <= stats["min_gap"] <= stats["max_gap"]
         assert 0.0 <= stats["since_last"] < 1.1
     assert sim.accepted["soc"] == 55.0
+    # The dead-man guard's state: a soak run proves from this that it never had to step in.
+    link = device["link"]
+    assert link["guard_time"] == 10.0
+    assert link["guard_tripped"] is False
+    assert link["guard_trips"] == 0
+    assert device["update_failing"] is False
+    assert device["charge_state_saved"]["state"] == "bulk"
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
