@@ -11,7 +11,7 @@ Set-up, as a user would have it:
   slcan USB-CAN adapter on a pseudo-terminal (``simulators/slcan.py``). Home Assistant opens that
   terminal with python-can's real ``slcan`` driver, as it would open a CANable, so the link and
   its timing are those of hardware. (python-can's ``udp_multicast`` bus would also cross the
-  process boundary, but the Sunny Island flow offers socketcan, slcan and gs_usb only, and that
+  process boundary, but the Sunny Island flow offers socketcan and slcan only, and that
   bus needs msgpack, which Home Assistant does not install.)
 * Home Assistant is started as ``scripts/develop`` starts it (its functions: a temporary
   configuration on a free port, onboarding through its API) and provisioned through the real

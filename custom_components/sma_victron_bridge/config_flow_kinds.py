@@ -74,7 +74,7 @@ DEFAULT_GUARD_TIME = 10
 GUARD_TIME_RANGE = (2, 50)
 PROTOCOL_AUTO = "auto"
 DALY_ADDRESSES = {"64": "0x40 (RS485)", "128": "0x80 (UART/TTL)"}
-INTERFACES = ("socketcan", "slcan", "gs_usb")
+INTERFACES = ("socketcan", "slcan")
 
 
 def _select(
@@ -319,7 +319,7 @@ class SunnyIslandFlow(ConfigFlow):
     async def async_step_sunny_island_channel(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """The channel (can0, a serial port for slcan, an index for gs_usb); then listen."""
+        """The channel (can0, or a serial port for slcan); then listen."""
         interface = self._si[CONF_CAN_INTERFACE]
         errors: dict[str, str] = {}
         if user_input is not None:
@@ -350,7 +350,7 @@ class SunnyIslandFlow(ConfigFlow):
             default = None
         else:
             channel_field = str
-            default = "can0" if interface == "socketcan" else "0"
+            default = "can0"
         if self.source == SOURCE_RECONFIGURE:
             entry = self._get_reconfigure_entry()
             if entry.data.get(CONF_CAN_INTERFACE) == interface:

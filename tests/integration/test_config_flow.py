@@ -217,11 +217,7 @@ async def test_real_pickers_never_list_simulators(hass: HomeAssistant) -> None:
 
     real(select_values(await form("vedirect"), CONF_PORT))
     real(select_values(await form("serial_bms"), CONF_PORT))
-    assert select_values(await form("sunny_island"), "can_interface") == [
-        "socketcan",
-        "slcan",
-        "gs_usb",
-    ]
+    assert select_values(await form("sunny_island"), "can_interface") == ["socketcan", "slcan"]
     real(select_values(await form("sunny_island", {"can_interface": "slcan"}), "can_channel"))
     assert select_values(await form("sunny_boy"), "transport") == ["bluetooth", "speedwire"]
     for selector in ("can_interface", "sunny_boy_transport"):
@@ -508,7 +504,7 @@ async def test_reconfigure_sunny_island_to_another_can_adapter(hass: HomeAssista
             DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
         )
         assert result["step_id"] == "sunny_island_reconfigure"
-        assert select_values(result, "can_interface") == ["socketcan", "slcan", "gs_usb"]
+        assert select_values(result, "can_interface") == ["socketcan", "slcan"]
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"], {"can_interface": "slcan"}
         )

@@ -95,9 +95,13 @@ from .sma_can import (
 
 _LOGGER = logging.getLogger(__name__)
 
-type CanInterface = Literal["socketcan", "slcan", "gs_usb", "virtual"]
+# candleLight/CANable adapters with the candleLight firmware are driven by the kernel's own gs_usb
+# driver and appear as a socketcan interface (can0); python-can's userspace gs_usb interface
+# would need pyusb, libusb and raw USB access inside Home Assistant's container, for the same
+# adapter, so it is not offered.
+type CanInterface = Literal["socketcan", "slcan", "virtual"]
 
-INTERFACES: Final[tuple[CanInterface, ...]] = ("socketcan", "slcan", "gs_usb", "virtual")
+INTERFACES: Final[tuple[CanInterface, ...]] = ("socketcan", "slcan", "virtual")
 DEFAULT_BITRATE: Final = 500_000
 SLCAN_TTY_BAUDRATE: Final = 115_200
 SLCAN_SLEEP_AFTER_OPEN: Final = 0.1
@@ -159,8 +163,7 @@ class CanConfig:
     """Which CAN adapter to open: python-can interface name, channel and bitrate.
 
     ``channel``: socketcan the network interface (``can0``, set up at 500 kbit/s by the OS),
-    slcan the adapter's serial port, gs_usb the device index (``0``) or ``bus:address``,
-    virtual any channel name (tests and the simulated device).
+    slcan the adapter's serial port, virtual any channel name (tests and the simulated device).
     """
 
     interface: CanInterface
@@ -175,8 +178,6 @@ class CanConfig:
             raise ValueError("CAN channel must not be empty")
         if self.bitrate <= 0:
             raise ValueError("bitrate must be positive")
-        if self.interface == "gs_usb":
-            _gs_usb_address(self.channel)
 
     def bus_kwargs(self) -> dict[str, Any]:
         """Arguments for ``can.Bus``.
@@ -193,32 +194,18 @@ class CanConfig:
             kwargs["bitrate"] = self.bitrate
             kwargs["tty_baudrate"] = SLCAN_TTY_BAUDRATE
             kwargs["sleep_after_open"] = SLCAN_SLEEP_AFTER_OPEN
-        elif self.interface == "gs_usb":
-            kwargs["bitrate"] = self.bitrate
-            kwargs.update(_gs_usb_address(self.channel))
         else:
             kwargs["receive_own_messages"] = False
         return kwargs
 
     def open(self) -> can.BusABC:
-        """Open the bus (blocking: slcan settles, gs_usb scans USB); raise :class:`CanLinkError`."""
+        """Open the bus (blocking: slcan settles); raise :class:`CanLinkError`."""
         try:
             return can.Bus(**self.bus_kwargs())
         except Exception as err:
             raise CanLinkError(
                 f"cannot open {self.interface} channel {self.channel!r}: {err}"
             ) from err
-
-
-def _gs_usb_address(channel: str) -> dict[str, int]:
-    """``"0"`` -> device index 0; ``"1:7"`` -> USB bus 1, address 7 (python-can wants ints)."""
-    text = channel.strip()
-    bus, sep, address = text.partition(":")
-    if sep and bus.isdigit() and address.isdigit():
-        return {"bus": int(bus), "address": int(address)}
-    if not sep and text.isdigit():
-        return {"index": int(text)}
-    raise ValueError(f"gs_usb channel must be a device index or bus:address, not {channel!r}")
 
 
 # --- periodic BMS frames -----------------------------------------------------------------------
