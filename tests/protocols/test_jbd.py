@@ -689,6 +689,70 @@ def test_up_damaged_frames_raise_only_protocol_error(frame: bytes, data: st.Data
                 decode(candidate)
 
 
+def _up_stream() -> bytes:
+    return b"".join(UP_RAW)
+
+
+def test_up_assembler_cuts_the_capture_per_pack() -> None:
+    """The whole two-pack bus, requests and replies as one stream, fed in odd pieces."""
+    for address, replies in ((1, 8), (2, 8)):
+        assembler = jbd_up.FrameAssembler(address)
+        stream = _up_stream()
+        frames: list[bytes] = []
+        for start in range(0, len(stream), 37):
+            frames += assembler.feed(stream[start : start + 37])
+        assert all(frame[0] == address for frame in frames)
+        status = [frame for frame in frames if jbd_up.is_status_reply(frame, address)]
+        assert len(status) == replies
+        assert assembler.checksum_errors == 0
+        assert all(jbd_up.parse_frame(frame).start == jbd_up.REG_PACK_STATUS for frame in status)
+    # The request, as an RS485 adapter echoes it, is a frame but not the answer.
+    request = jbd_up.encode_pack_status_request(1)
+    assert jbd_up.FrameAssembler(1).feed(request) == [request]
+    assert not jbd_up.is_status_reply(request, 1)
+    clock_reply = next(raw for raw in UP_RAW if raw[2:4] == b"\x28\x00" and len(raw) > 10)
+    assert not jbd_up.is_status_reply(clock_reply, 1)
+
+
+def test_up_assembler_skips_noise_and_impossible_lengths() -> None:
+    reply = next(raw for raw in UP_RAW if jbd_up.is_status_reply(raw, 1))
+    assembler = jbd_up.FrameAssembler(1)
+    bogus_length = b"\x01\x78\x10\x00\x10\xa0\xff\xff"  # 64 KiB announced: noise
+    corrupt = bytearray(reply)
+    corrupt[-1] ^= 0x5A
+    assert assembler.feed(bogus_length + bytes(corrupt) + reply[:50]) == []
+    assert assembler.feed(reply[50:]) == [reply]
+    assert assembler.checksum_errors == 1
+    with pytest.raises(ProtocolError):
+        jbd_up.FrameAssembler(256)
+
+
+@settings(max_examples=300)
+@given(noise=st.binary(max_size=400), cut=st.integers(0, 400), address=st.integers(0, 255))
+def test_up_assembler_on_random_bytes(noise: bytes, cut: int, address: int) -> None:
+    """Whatever the line carries, the assembler only hands out CRC-valid frames."""
+    assembler = jbd_up.FrameAssembler(address)
+    for frame in assembler.feed(noise[:cut]) + assembler.feed(noise[cut:]):
+        parsed = jbd_up.parse_frame(frame)
+        assert parsed.address == address
+        with contextlib.suppress(ProtocolError):
+            jbd_up.to_reading(jbd_up.decode_pack_status(parsed.data))
+
+
+def test_up_capture_reading_and_identity_values() -> None:
+    """What the integration shows for the capture's pack 2 (stated values from its bytes)."""
+    status = jbd_up.decode_pack_status(_first_response(2, jbd_up.REG_PACK_STATUS).data)
+    reading = jbd_up.to_reading(status)
+    assert (reading.soc, reading.voltage, reading.current, reading.power) == (73.0, 53.21, 0, 0)
+    assert (reading.remaining_capacity, reading.nominal_capacity) == (73.27, 100.0)
+    assert (reading.cycles, reading.mosfet_temperature) == (2, 21.4)
+    assert reading.temperatures == (21.4, 21.3, 22.0, 21.8)
+    assert (reading.charge_fet, reading.discharge_fet) == (True, True)
+    assert (reading.model, reading.serial, len(reading.cell_voltages)) == ("JBD48100000", None, 16)
+    assert (reading.min_cell_voltage, reading.max_cell_voltage) == (3.322, 3.329)
+    assert status.rated_capacity == 100.0
+
+
 # --- shared helpers -------------------------------------------------------------------------------
 
 

@@ -6,9 +6,12 @@ RS485 port. Every frame, request or response, is
 over everything before it, stored low byte first. A read (``fc`` 0x78) names a register window
 ``start … end`` and carries no data; the response repeats the header and carries ``len`` bytes.
 
-Field layouts come from a real two-pack capture, cross-checked: pack voltage equals the sum of
+Field layouts come from a real two-pack capture (syssi/esphome-jbd-bms, a UP16S020 pair at
+addresses 1 and 2 on one bus, in ``testdata/jbd``), cross-checked: pack voltage equals the sum of
 the cell voltages, the min/max cell and temperature indices point at the listed values, and the
-clock block follows the capture's timestamps.
+clock block follows the capture's timestamps. The maker's V4 document covers only the ``DD … 77``
+protocol. In that capture the second pack answers only the status read (0x1000 … 0x10A0), so
+everything the integration needs - identity included - is taken from that one block.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Final
 
 from . import ProtocolError
 from .bms_common import (
+    BAD_CHECKSUM,
+    BAD_SHAPE,
     CELL_IMBALANCE,
     CELL_OVERVOLTAGE,
     CELL_UNDERVOLTAGE,
@@ -30,12 +35,14 @@ from .bms_common import (
     DISCHARGE_OVERTEMPERATURE,
     DISCHARGE_UNDERTEMPERATURE,
     FRONTEND_ERROR,
+    INCOMPLETE,
     MOSFET_OVERTEMPERATURE,
     PACK_OVERVOLTAGE,
     PACK_UNDERVOLTAGE,
     SHORT_CIRCUIT,
     SOC_LOW,
     BmsReading,
+    StreamAssembler,
     bit_names,
     crc16_modbus,
     power_of,
@@ -51,6 +58,12 @@ REG_CLOCK_END: Final = 0x280F
 
 HEADER_LENGTH: Final = 8
 MIN_FRAME_LENGTH: Final = HEADER_LENGTH + 2
+MAX_DATA_LENGTH: Final = 0x200
+"""Longest data part the assembler accepts: the largest block in the capture is 208 bytes, so a
+longer length field is line noise, and a frame assembler never waits for 64 KiB because of it."""
+
+DEFAULT_ADDRESS: Final = 1
+"""Pack address (set on the rack pack) a lone pack answers to; the capture's packs are 1 and 2."""
 
 _CURRENT_OFFSET = 300_000
 _TEMPERATURE_OFFSET = 500
@@ -148,6 +161,54 @@ def parse_frame(frame: bytes) -> UpFrame:
         end=int.from_bytes(frame[4:6], "big"),
         data=bytes(frame[HEADER_LENGTH:-2]),
     )
+
+
+def is_status_reply(frame: bytes, address: int) -> bool:
+    """Whether an assembled frame is the pack status answer of ``address``.
+
+    A half-duplex RS485 adapter hands back the request itself, which is a valid frame too; the
+    answer differs from it by carrying data.
+    """
+    return (
+        len(frame) > MIN_FRAME_LENGTH
+        and frame[0] == address
+        and frame[1] == FUNCTION_READ
+        and int.from_bytes(frame[2:4], "big") == REG_PACK_STATUS
+    )
+
+
+def _frame_end(buffer: bytearray, position: int, size: int) -> int:
+    if size - position < HEADER_LENGTH:
+        return INCOMPLETE
+    length = int.from_bytes(buffer[position + 6 : position + 8], "big")
+    if length > MAX_DATA_LENGTH:
+        return BAD_SHAPE
+    end = position + MIN_FRAME_LENGTH + length
+    if end > size:
+        return INCOMPLETE
+    if crc16_modbus(buffer[position : end - 2]) != int.from_bytes(buffer[end - 2 : end], "little"):
+        return BAD_CHECKSUM
+    return end
+
+
+class FrameAssembler(StreamAssembler):
+    """Cut the byte stream of one pack's RS485 line into CRC-checked read frames.
+
+    The frames carry no start byte, so the pack's address and the read function code
+    (``addr 78``) serve as the marker: replies of other packs on the same bus, and anything
+    else, are skipped. Between calls the buffer holds at most one incomplete frame
+    (:data:`MAX_DATA_LENGTH` + 10 bytes).
+    """
+
+    def __init__(self, address: int = DEFAULT_ADDRESS) -> None:
+        """Look for frames of the pack at ``address``."""
+        if not 0 <= address <= 0xFF:
+            raise ProtocolError(f"JBD UP address {address} is not a byte")
+        super().__init__()
+        self._start = bytes((address, FUNCTION_READ))
+
+    def _frame_end(self, buffer: bytearray, position: int, size: int) -> int:
+        return _frame_end(buffer, position, size)
 
 
 def _u16(data: bytes, offset: int) -> int:
@@ -281,7 +342,9 @@ def to_reading(status: UpPackStatus) -> BmsReading:
 
 
 __all__ = [
+    "DEFAULT_ADDRESS",
     "PROTECTION_BIT_NAMES",
+    "FrameAssembler",
     "UpFrame",
     "UpPackStatus",
     "decode_clock",
@@ -289,6 +352,7 @@ __all__ = [
     "encode_frame",
     "encode_pack_status_request",
     "encode_read",
+    "is_status_reply",
     "parse_frame",
     "to_reading",
 ]
