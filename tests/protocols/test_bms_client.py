@@ -15,9 +15,10 @@ from pathlib import Path
 from hypothesis import given, settings, strategies as st
 import pytest
 
-from custom_components.sma_victron_bridge.protocols import ProtocolError, ant, daly, jbd
+from custom_components.sma_victron_bridge.protocols import ProtocolError, ant, daly, jbd, jbd_up
 from custom_components.sma_victron_bridge.protocols.bms_client import (
     BAUDRATES,
+    FET_CONTROL,
     AntFrameAssembler,
     AntLegacyFrameAssembler,
     BmsChecksumError,
@@ -45,6 +46,7 @@ from custom_components.sma_victron_bridge.simulators.bms import (
     BmsSimulator,
     DalySimulator,
     JbdSimulator,
+    JbdUpSimulator,
 )
 
 SHORT = 0.3  # s request timeout where a timeout is expected
@@ -455,6 +457,7 @@ async def test_optional_requests_may_fail(tmp_path: Path) -> None:
     ("sim_factory", "expected"),
     [
         (lambda path: JbdSimulator(link_path=path), (BmsProtocol.JBD, None)),
+        (lambda path: JbdUpSimulator(link_path=path), (BmsProtocol.JBD_UP, 1)),
         (lambda path: DalySimulator(link_path=path), (BmsProtocol.DALY, 0x40)),
         (
             lambda path: DalySimulator(link_path=path, host_address=0x80),
@@ -479,9 +482,9 @@ async def test_detection_of_a_silent_port_and_a_missing_one(tmp_path: Path) -> N
     sim = JbdSimulator(link_path=port(tmp_path))
     sim.set_silent(True)
     async with started(sim):
-        with pytest.raises(BmsNotDetected, match="no JBD, Daly or ANT"):
+        with pytest.raises(BmsNotDetected, match="no JBD, JBD UP, Daly or ANT"):
             await detect_protocol(sim.port, timeout=0.1)
-    # One request per candidate: JBD, Daly at 0x40 and 0x80, ANT legacy and ANT 2021.
+    # One request per candidate: JBD, JBD UP, Daly at 0x40 and 0x80, ANT legacy and ANT 2021.
     assert sim.requests == [jbd.encode_read(3)]  # the JBD simulator recognises only its own
     with pytest.raises(BmsNotConnected, match="cannot open"):
         await detect_protocol(str(tmp_path / "nothing"), timeout=0.1)
@@ -676,6 +679,7 @@ async def test_connection_management_and_open_seam(tmp_path: Path) -> None:
     assert opened == [(sim.port, 19200), (sim.port, 19200), (sim.port, 115200)]
     assert BAUDRATES == {
         BmsProtocol.JBD: 9600,
+        BmsProtocol.JBD_UP: 9600,
         BmsProtocol.DALY: 9600,
         BmsProtocol.ANT: 19200,
         BmsProtocol.ANT_NEW: 19200,
@@ -776,3 +780,114 @@ async def test_daly_without_temperature_sensors(tmp_path: Path) -> None:
     assert reading.temperatures == ()
     assert len(reading.cell_voltages) == 3
     assert 0x96 not in [request[2] for request in sim.requests]
+
+
+# --- JBD UP rack packs ----------------------------------------------------------------------
+
+UP_CELLS = [3.326, 3.318, 3.331, 3.318, 3.32, 3.323, 3.328, 3.317,
+            3.324, 3.323, 3.326, 3.323, 3.324, 3.325, 3.325, 3.322]  # fmt: skip
+
+
+def up_pack(
+    tmp_path: Path, sim_class: type[JbdUpSimulator] = JbdUpSimulator, **options: object
+) -> JbdUpSimulator:
+    """A 16S 100 Ah UP pack like the capture's pack 1, charging, one protection active."""
+    sim = sim_class(
+        cells=16,
+        capacity_ah=100.0,
+        link_path=port(tmp_path),
+        frozen=True,
+        model="JBD48100000",
+        **options,  # type: ignore[arg-type]
+    )
+    sim.cell_voltages = list(UP_CELLS)
+    sim.current = 12.34
+    sim.soc = 60.95
+    sim.cycles = 12
+    sim.mosfet_temperature = 21.0
+    sim.temperatures = [20.9, 20.4, 21.0, 21.2]
+    sim.protections = {CHARGE_OVERTEMPERATURE}
+    return sim
+
+
+UP_READING = BmsReading(
+    soc=60.95,
+    voltage=53.17,  # 53.173 V of cells, sent in 10 mV
+    current=12.34,
+    power=656.118,  # 53.17 V * 12.34 A
+    remaining_capacity=60.95,
+    nominal_capacity=100.0,
+    cycles=12,
+    cell_voltages=tuple(UP_CELLS),
+    temperatures=(20.9, 20.4, 21.0, 21.2),
+    mosfet_temperature=21.0,
+    charge_fet=False,  # held off by the charge over-temperature protection
+    discharge_fet=True,
+    protections=frozenset({CHARGE_OVERTEMPERATURE}),
+    model="JBD48100000",
+)
+
+
+async def test_jbd_up_detect_read_and_identity(tmp_path: Path) -> None:
+    sim = up_pack(tmp_path, address=2)
+    async with started(sim):
+        with pytest.raises(BmsNotDetected):  # pack 2 does not answer for address 1
+            await detect_protocol(sim.port, timeout=SHORT)
+        protocol, info = await detect_protocol(sim.port, timeout=SHORT, jbd_up_address=2)
+        assert (protocol, info) == (
+            BmsProtocol.JBD_UP,
+            BmsInfo(
+                protocol=BmsProtocol.JBD_UP,
+                model="JBD48100000",
+                cell_count=16,
+                nominal_capacity=100.0,
+                address=2,
+            ),
+        )
+        async with client_for(sim, protocol, address=info.address) as client:
+            assert client.address == 2
+            assert await client.read() == UP_READING
+            sim.requests.clear()
+            assert await client.read_info() == info
+            assert sim.requests == [jbd_up.encode_pack_status_request(2)]
+            with pytest.raises(BmsUnsupported):
+                await client.set_fets(charge=True)
+            with pytest.raises(BmsUnsupported):
+                await client.read_error_counters()
+        async with client_for(sim, BmsProtocol.JBD_UP, address=2, invert_current=True) as client:
+            reading = await client.read()
+    assert (reading.current, reading.power) == (-12.34, -656.118)
+    assert sim.fet_writes == []
+    assert BmsProtocol.JBD_UP not in FET_CONTROL
+
+
+class EchoingJbdUp(JbdUpSimulator):
+    def _answer(self, request: bytes) -> bytes | None:
+        return request + (super()._answer(request) or b"")
+
+
+async def test_jbd_up_faults(tmp_path: Path) -> None:
+    sim = up_pack(tmp_path, EchoingJbdUp)
+    async with (
+        started(sim),
+        client_for(sim, BmsProtocol.JBD_UP, request_timeout=SHORT, retries=0) as client,
+    ):
+        assert await client.read() == UP_READING  # the echoed request is not the answer
+        sim.stop_mid_frame_once()
+        with pytest.raises(BmsTimeout, match="no answer to 01 78 10 00"):
+            await client.read()
+        sim.corrupt_next_reply()
+        with pytest.raises(BmsChecksumError):
+            await client.read()
+        sim.inject_garbage(b"\x01\x78\x10\x00\x10\xa0\x00\x9e\x14", before_next_reply=True)
+        assert await client.read() == UP_READING
+        sim.set_silent(True)
+        sim.inject_garbage()
+        with pytest.raises(BmsTimeout):
+            await client.read()
+        sim.set_silent(False)
+        await sim.unplug()
+        with pytest.raises(BmsNotConnected):
+            await client.read()
+        await sim.replug()
+        assert await client.read() == UP_READING

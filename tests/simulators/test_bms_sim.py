@@ -1,6 +1,7 @@
 """The BMS simulators, observed as a host sees them: raw bytes through the PTY and the codecs.
 
-Expected bytes are real captures (testdata/jbd: an SP04S034 4S board; PROTOCOLS.md §2: the Daly
+Expected bytes are real captures (testdata/jbd: an SP04S034 4S board and a UP16S020 rack pack;
+PROTOCOLS.md §2: the Daly
 vector of dbus-serialbattery issue #53) reproduced by scripting the simulator to the captured
 battery state, so the simulators are checked against hardware, not against themselves.
 """
@@ -17,7 +18,7 @@ import tty
 
 import pytest
 
-from custom_components.sma_victron_bridge.protocols import ProtocolError, ant, daly, jbd
+from custom_components.sma_victron_bridge.protocols import ProtocolError, ant, daly, jbd, jbd_up
 from custom_components.sma_victron_bridge.protocols.bms_common import (
     CELL_IMBALANCE,
     CELL_OVERVOLTAGE,
@@ -35,6 +36,7 @@ from custom_components.sma_victron_bridge.simulators.bms import (
     BmsSimulator,
     DalySimulator,
     JbdSimulator,
+    JbdUpSimulator,
 )
 
 WAIT = 2.0
@@ -272,6 +274,91 @@ async def test_jbd_scripted_state_on_the_wire(tmp_path: Path) -> None:
     assert (info.charge_fet, info.discharge_fet) == (False, False)
     assert info.software_version == "2.1"
     assert cells == sim.cell_voltages
+
+
+# --- JBD UP ---------------------------------------------------------------------------------
+
+UP_CAPTURE = (
+    Path(__file__).resolve().parents[3] / "shared/testdata/jbd/JBD-UP16S020-two-devices.txt"
+)
+
+
+def up_capture() -> list[tuple[str, bytes]]:
+    """(direction, frame) of every line of the two-pack capture."""
+    frames = []
+    for line in UP_CAPTURE.read_text().splitlines():
+        for marker in (">>>", "<<<"):
+            if marker in line:
+                frames.append((marker, hexbytes(line.split(marker, 1)[1].strip())))
+    return frames
+
+
+async def test_jbd_up_reproduces_the_captured_status_reply(tmp_path: Path) -> None:
+    """Pack 1 of the capture, scripted to the state of its first status reply."""
+    frames = up_capture()
+    request = jbd_up.encode_pack_status_request(1)
+    reply = frames[[raw for _, raw in frames].index(request) + 1][1]
+    sim = JbdUpSimulator(
+        cells=16,
+        capacity_ah=100.0,
+        link_path=link(tmp_path),
+        frozen=True,
+        model="JBD48100000",
+        reply_delay=0.0,
+    )
+    sim.cell_voltages = [3.326, 3.318, 3.331, 3.318, 3.32, 3.323, 3.328, 3.317,
+                         3.324, 3.323, 3.326, 3.323, 3.324, 3.325, 3.325, 3.322]  # fmt: skip
+    sim.voltage = 53.17
+    sim.soc = 60.95
+    sim.mosfet_temperature = 21.0
+    sim.ambient_temperature = 22.6
+    sim.temperatures = [20.9, 20.4, 21.0, 21.2]
+    sim.charge_current_limit = sim.discharge_current_limit = 200.0
+    async with running(sim) as host:
+        assert await host.ask(request, len(reply)) == reply
+        # Other register windows and the other pack's requests stay unanswered, as in the
+        # capture; a corrupt request too.
+        others = {raw for marker, raw in frames if marker == ">>>" and raw != request}
+        assert len(others) == 15  # seven more requests to pack 1, eight to pack 2
+        for raw in sorted(others):
+            assert await host.quiet(raw) == b""
+        assert await host.quiet(request[:-1] + b"\x00") == b""
+        sim.corrupt_next_reply()
+        with pytest.raises(ProtocolError, match="CRC"):
+            jbd_up.parse_frame(await host.ask(request, len(reply)))
+    assert sim.requests.count(request) == 2
+    status = jbd_up.decode_pack_status(jbd_up.parse_frame(reply).data)
+    assert (status.voltage, status.soc, status.cycles, status.model) == (
+        53.17,
+        60.95,
+        12,
+        "JBD48100000",
+    )
+
+
+async def test_jbd_up_scripted_state_on_the_wire(tmp_path: Path) -> None:
+    sim = JbdUpSimulator(
+        cells=8, capacity_ah=50.0, link_path=link(tmp_path), frozen=True, address=7
+    )
+    sim.current = -20.5
+    sim.temperatures = []
+    sim.protections = {DISCHARGE_OVERCURRENT, SHORT_CIRCUIT}
+    request = jbd_up.encode_pack_status_request(7)
+    async with running(sim) as host:
+        header = await host.ask(request, jbd_up.HEADER_LENGTH)
+        rest = await host.until(int.from_bytes(header[6:8], "big") + 2)
+    status = jbd_up.decode_pack_status(jbd_up.parse_frame(header + rest).data)
+    assert (status.current, status.operation, len(status.cell_voltages)) == (
+        -20.5,
+        "discharging",
+        8,
+    )
+    assert (status.temperatures, status.model) == ([], "JBD-UP08S050")
+    assert status.protection_flags == [DISCHARGE_OVERCURRENT, SHORT_CIRCUIT]
+    assert (status.charge_fet, status.discharge_fet) == (False, False)
+    assert (status.charge_voltage_limit, status.discharge_voltage_limit) == (29.2, 22.4)
+    with pytest.raises(ValueError, match="one byte"):
+        JbdUpSimulator(address=256)
 
 
 # --- Daly -----------------------------------------------------------------------------------

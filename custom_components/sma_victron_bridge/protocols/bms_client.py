@@ -1,4 +1,4 @@
-"""Async serial client for JBD, Daly and ANT battery management systems.
+"""Async serial client for JBD (incl. the UP rack series), Daly and ANT battery management systems.
 
 All three BMS families answer requests on a serial line (RS232, RS485 or TTL), one at a time,
 so the client is a plain request/response loop: one open port, one reader task that cuts the
@@ -16,6 +16,9 @@ Which requests make one refresh depends on the protocol (:class:`BmsProtocol`):
   0xE1 inside factory mode.
 * Daly: 0x94, 0x90, 0x93, 0x95 (multi-frame), 0x96 (multi-frame), 0x97, 0x98 (and, once, 0x50),
   20 ms apart as the firmware needs; FET switching through 0xDA/0xD9, which the BMS echoes.
+* JBD UP (rack packs such as the UP16S020): the status block 0x1000 … 0x10A0 of the pack at
+  its bus address, which carries identity too; FET switching is not part of what is known of
+  that protocol, so it is refused as unsupported.
 * ANT: the legacy 140-byte status frame (FET switching by write + apply, which the BMS does not
   answer), or the 2021 ``7E A1`` status frame (FET control not implemented for it).
 
@@ -38,7 +41,7 @@ from typing import Any, Final, Protocol
 
 import serial_asyncio_fast
 
-from . import ProtocolError, ant, daly, jbd
+from . import ProtocolError, ant, daly, jbd, jbd_up
 from .bms_common import (
     BAD_CHECKSUM,
     BAD_SHAPE,
@@ -50,6 +53,7 @@ from .bms_common import (
 
 __all__ = [
     "BAUDRATES",
+    "FET_CONTROL",
     "AntFrameAssembler",
     "AntLegacyFrameAssembler",
     "BmsChecksumError",
@@ -75,6 +79,7 @@ class BmsProtocol(StrEnum):
     """The serial protocol a BMS speaks."""
 
     JBD = "jbd"
+    JBD_UP = "jbd_up"
     DALY = "daly"
     ANT = "ant"
     ANT_NEW = "ant_new"
@@ -82,11 +87,18 @@ class BmsProtocol(StrEnum):
 
 BAUDRATES: Final[dict[BmsProtocol, int]] = {
     BmsProtocol.JBD: 9600,
+    BmsProtocol.JBD_UP: 9600,  # the UP series' RS485 default, as in public setups of it
     BmsProtocol.DALY: 9600,
     BmsProtocol.ANT: 19200,
     BmsProtocol.ANT_NEW: 19200,
 }
 """Line speed of each protocol (8N1)."""
+
+FET_CONTROL: Final[frozenset[BmsProtocol]] = frozenset(
+    {BmsProtocol.JBD, BmsProtocol.DALY, BmsProtocol.ANT}
+)
+"""Protocols whose FETs :meth:`SerialBmsClient.set_fets` can switch; the others raise
+:class:`BmsUnsupported`, so no switch is offered for them."""
 
 READ_SIZE: Final = 4096
 CLOSE_TIMEOUT: Final = 2.0
@@ -159,7 +171,8 @@ class BmsNotDetected(ProtocolError):  # noqa: N818 - public name
 class BmsInfo:
     """Identity of a BMS as far as its protocol tells; None where it does not.
 
-    ``address`` is the Daly host address that worked (0x40 RS485, 0x80 UART), None otherwise.
+    ``address`` is the Daly host address that worked (0x40 RS485, 0x80 UART) or the JBD UP pack
+    address that answered, None otherwise.
     """
 
     protocol: BmsProtocol
@@ -241,9 +254,11 @@ class _FrameSource(Protocol):
     def reset(self) -> None: ...
 
 
-def _assembler_for(protocol: BmsProtocol) -> _FrameSource:
+def _assembler_for(protocol: BmsProtocol, address: int) -> _FrameSource:
     if protocol is BmsProtocol.JBD:
         return jbd.FrameAssembler()
+    if protocol is BmsProtocol.JBD_UP:
+        return jbd_up.FrameAssembler(address)
     if protocol is BmsProtocol.DALY:
         return DalyFrameAssembler()
     if protocol is BmsProtocol.ANT:
@@ -307,19 +322,26 @@ class SerialBmsClient:
         ``protocol`` may be given as its string value (as stored in a config entry).
 
         ``address`` is the Daly host address (0x40 on RS485, the default, or 0x80 on the UART
-        port); other protocols ignore it. ``invert_current`` flips the sign of current and
-        power for a BMS wired or configured the other way round.
+        port) or the JBD UP pack address (1 by default); other protocols ignore it.
+        ``invert_current`` flips the sign of current and power for a BMS wired or configured
+        the other way round.
         """
         self._port = port
         self._protocol = BmsProtocol(protocol)
-        self._address = daly.HOST_ADDRESS_RS485 if address is None else address
+        if address is None:
+            address = (
+                jbd_up.DEFAULT_ADDRESS
+                if self._protocol is BmsProtocol.JBD_UP
+                else daly.HOST_ADDRESS_RS485
+            )
+        self._address = address
         self._invert = invert_current
         self._baudrate = baudrate or BAUDRATES[self._protocol]
         self._request_timeout = request_timeout
         self._retries = max(0, retries)
         self._open = open_connection or open_serial
         self._gap = DALY_REQUEST_GAP if self._protocol is BmsProtocol.DALY else 0.0
-        self._assembler = _assembler_for(self._protocol)
+        self._assembler = _assembler_for(self._protocol, self._address)
         self._lock = asyncio.Lock()
         self._writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -349,8 +371,10 @@ class SerialBmsClient:
 
     @property
     def address(self) -> int | None:
-        """The Daly host address in use, None for the other protocols."""
-        return self._address if self._protocol is BmsProtocol.DALY else None
+        """The Daly host or JBD UP pack address in use, None for the other protocols."""
+        if self._protocol in (BmsProtocol.DALY, BmsProtocol.JBD_UP):
+            return self._address
+        return None
 
     @property
     def connected(self) -> bool:
@@ -558,6 +582,8 @@ class SerialBmsClient:
                     echo_ok = await self._daly_set_fets(charge, discharge)
                 elif self._protocol is BmsProtocol.ANT:
                     await self._ant_set_fets(charge, discharge)
+                elif self._protocol is BmsProtocol.JBD_UP:
+                    raise BmsUnsupported("FET control over the JBD UP protocol")
                 else:
                     raise BmsUnsupported("FET control over the 2021 ANT protocol")
             reading = await self._read()
@@ -579,6 +605,15 @@ class SerialBmsClient:
         async with self._lock:
             if self._protocol is BmsProtocol.JBD:
                 info = await self._jbd_info()
+            elif self._protocol is BmsProtocol.JBD_UP:
+                pack = jbd_up.decode_pack_status(await self._jbd_up_status())
+                info = BmsInfo(
+                    protocol=self._protocol,
+                    model=pack.model or None,
+                    cell_count=len(pack.cell_voltages),
+                    nominal_capacity=pack.rated_capacity,
+                    address=self._address,
+                )
             elif self._protocol is BmsProtocol.DALY:
                 info = await self._daly_info()
             elif self._protocol is BmsProtocol.ANT:
@@ -607,6 +642,8 @@ class SerialBmsClient:
     async def _read(self) -> BmsReading:
         if self._protocol is BmsProtocol.JBD:
             reading = await self._jbd_read()
+        elif self._protocol is BmsProtocol.JBD_UP:
+            reading = jbd_up.to_reading(jbd_up.decode_pack_status(await self._jbd_up_status()))
         elif self._protocol is BmsProtocol.DALY:
             reading = await self._daly_read()
         elif self._protocol is BmsProtocol.ANT:
@@ -707,6 +744,17 @@ class SerialBmsClient:
             cell_count=info.cell_count,
             nominal_capacity=info.nominal_capacity,
         )
+
+    # --- JBD UP ----------------------------------------------------------------------------
+
+    async def _jbd_up_status(self) -> bytes:
+        """The data of the pack status block (0x1000 … 0x10A0) of this client's pack."""
+        address = self._address
+        (frame,) = await self._exchange(
+            jbd_up.encode_pack_status_request(address),
+            lambda f: jbd_up.is_status_reply(f, address),
+        )
+        return jbd_up.parse_frame(frame).data
 
     # --- Daly ------------------------------------------------------------------------------
 
@@ -839,6 +887,7 @@ class SerialBmsClient:
 
 _DETECTION_ORDER: Final[tuple[tuple[BmsProtocol, int | None], ...]] = (
     (BmsProtocol.JBD, None),
+    (BmsProtocol.JBD_UP, None),
     (BmsProtocol.DALY, daly.HOST_ADDRESS_RS485),
     (BmsProtocol.DALY, daly.HOST_ADDRESS_UART),
     (BmsProtocol.ANT, None),
@@ -847,19 +896,25 @@ _DETECTION_ORDER: Final[tuple[tuple[BmsProtocol, int | None], ...]] = (
 
 
 async def detect_protocol(
-    port: str, *, timeout: float = 1.5, open_connection: OpenConnection | None = None
+    port: str,
+    *,
+    timeout: float = 1.5,
+    open_connection: OpenConnection | None = None,
+    jbd_up_address: int = jbd_up.DEFAULT_ADDRESS,
 ) -> tuple[BmsProtocol, BmsInfo]:
     """Find out which BMS answers on ``port`` (this port only: probing others is unsafe).
 
-    Tries JBD, Daly on the RS485 then the UART address, ANT legacy, then ANT 2021, each with
-    one request and ``timeout`` seconds to answer. Raises :class:`BmsNotConnected` when the
-    port cannot be opened and :class:`BmsNotDetected` when nothing answered.
+    Tries JBD, JBD UP (the pack at ``jbd_up_address``), Daly on the RS485 then the UART
+    address, ANT legacy, then ANT 2021, each with one request and ``timeout`` seconds to
+    answer; JBD UP comes right after JBD, the same maker's older protocol at the same speed.
+    Raises :class:`BmsNotConnected` when the port cannot be opened and :class:`BmsNotDetected`
+    when nothing answered.
     """
     for protocol, address in _DETECTION_ORDER:
         client = SerialBmsClient(
             port,
             protocol,
-            address=address,
+            address=jbd_up_address if protocol is BmsProtocol.JBD_UP else address,
             request_timeout=timeout,
             retries=0,
             open_connection=open_connection,
@@ -874,4 +929,4 @@ async def detect_protocol(
         finally:
             await client.close()
         return protocol, info
-    raise BmsNotDetected(f"no JBD, Daly or ANT BMS answered on {port}")
+    raise BmsNotDetected(f"no JBD, JBD UP, Daly or ANT BMS answered on {port}")

@@ -1,4 +1,4 @@
-"""JBD, Daly and ANT battery management systems on a pseudo-terminal.
+"""JBD (incl. the UP rack series), Daly and ANT battery management systems on a pseudo-terminal.
 
 The ``serial_bms`` device kind, its tests, the benchmark and the integration's "simulated device"
 option all need a BMS that behaves like the real one on the wire, so the integration runs its
@@ -8,6 +8,9 @@ real serial client and the real codecs against it. Each simulator owns a
 * :class:`JbdSimulator`: registers 0x03 (basic info), 0x04 (cells), 0x05 (model), 0xAA (error
   counters); factory mode (0x00/0x01) and, only inside it, the MOSFET control write 0xE1 and the
   barcode 0xA2. Anything else is answered with status 0x80.
+* :class:`JbdUpSimulator`: a JBD UP-series rack pack at its bus address, answering the pack
+  status read (0x1000 … 0x10A0) only, laid out like the UP16S020 capture in ``testdata/jbd``;
+  other windows and other addresses get no answer, as the capture's second pack does.
 * :class:`DalySimulator`: commands 0x90-0x98 (0x95/0x96 as several numbered frames), 0x50
   (rated values), 0x57 (battery code, five frames), 0x21 (set SOC), 0xD9/0xDA (FET switches,
   echoed). It answers only the host address of the port it stands for (0x40 RS485, 0x80 UART).
@@ -43,7 +46,7 @@ import random
 import struct
 from typing import ClassVar, Final, Literal
 
-from ..protocols import ProtocolError, ant, daly, jbd
+from ..protocols import ProtocolError, ant, daly, jbd, jbd_up
 from ..protocols.bms_common import (
     CELL_IMBALANCE,
     CELL_OVERVOLTAGE,
@@ -74,6 +77,7 @@ __all__ = [
     "BmsSimulator",
     "DalySimulator",
     "JbdSimulator",
+    "JbdUpSimulator",
 ]
 
 BLOCKS_CHARGE: Final = frozenset(
@@ -737,6 +741,177 @@ class JbdSimulator(BmsSimulator):
             len(temperatures),
         )
         return head + struct.pack(f">{len(temperatures)}H", *temperatures)
+
+
+# --- JBD UP --------------------------------------------------------------------------------
+
+_UP_REQUEST_LENGTH: Final = jbd_up.MIN_FRAME_LENGTH  # a read carries no data
+_UP_TEMPERATURE_OFFSET: Final = 500  # 0.1 °C above -50 °C
+_UP_CURRENT_OFFSET: Final = 300_000  # 0.01 A, above -3000 A
+# Bytes whose meaning the capture does not show, copied from its pack at address 1 so that a
+# reply follows that pack byte for byte: the word at 34, the six bytes in front of the model
+# and the twelve behind it (the pack at address 2 sends only four there).
+_UP_WORD_34: Final = bytes.fromhex("0004")
+_UP_BEFORE_MODEL: Final = bytes.fromhex("000000000c04")
+_UP_AFTER_MODEL: Final = bytes.fromhex("000200035aa6000000000000")
+_UP_MODEL_LENGTH: Final = 30
+_UP_BIT: Final = {name: bit for bit, name in reversed(list(enumerate(jbd_up.PROTECTION_BIT_NAMES)))}
+
+
+class JbdUpSimulator(BmsSimulator):
+    """A JBD UP-series rack pack (e.g. UP16S020) on RS485, 9600 8N1 on real hardware.
+
+    ``address`` is its bus address (1 by default). The status block follows the capture
+    field by field: pack voltage, the second voltage word (0 on the capture's pack 1, so
+    ``line_voltage`` defaults to None = 0), current, SOC and capacities in 0.01 units, MOSFET
+    and ambient temperature, operation state from the current's sign, ``state_of_health``,
+    the protection word, FET bits, cycles, the highest/lowest cell and sensor with their index
+    and the (truncated) means, the charge/discharge limits ``charge_voltage_limit``,
+    ``charge_current_limit``, ``discharge_voltage_limit``, ``discharge_current_limit``, the
+    cells, the sensors and the model. The serial number does not travel in that block. FET
+    writes are not answered: nothing is known of them for this protocol.
+    """
+
+    protocol_name = "jbd_up"
+    _checksum_offset = -1
+
+    def __init__(
+        self,
+        *,
+        cells: int = 16,
+        capacity_ah: float = 280.0,
+        link_path: str | None = None,
+        address: int = jbd_up.DEFAULT_ADDRESS,
+        seed: int | None = None,
+        model: str | None = None,
+        serial_number: str | None = None,
+        time_scale: float = 1.0,
+        frozen: bool = False,
+        reply_delay: float = _DEFAULT_REPLY_DELAY,
+        start_time_of_day: float | None = None,
+    ) -> None:
+        """Build the pack; see :class:`BmsSimulator` for the state it carries."""
+        if not 0 <= address <= 0xFF:
+            raise ValueError("a JBD UP address is one byte")
+        super().__init__(
+            cells=cells,
+            capacity_ah=capacity_ah,
+            link_path=link_path,
+            seed=seed,
+            model=model,
+            serial_number=serial_number,
+            time_scale=time_scale,
+            frozen=frozen,
+            reply_delay=reply_delay,
+            start_time_of_day=start_time_of_day,
+        )
+        self.address = address
+        self.temperatures = [25.0, 24.0, 24.5, 25.5]  # the UP16S020 has four cell sensors
+        self.ambient_temperature = 23.0
+        self.state_of_health = 100
+        self.line_voltage: float | None = None
+        # LiFePO4 limits as the capture's packs report them: 3.65 V and 2.8 V per cell, 1 C.
+        self.charge_voltage_limit = round(3.65 * cells, 1)
+        self.discharge_voltage_limit = round(2.8 * cells, 1)
+        self.charge_current_limit = capacity_ah
+        self.discharge_current_limit = capacity_ah
+
+    def _default_model(self, cells: int) -> str:
+        return f"JBD-UP{cells:02d}S{round(self.capacity_ah):03d}"
+
+    def _split(self, rx: bytearray) -> list[bytes]:
+        def valid(frame: bytes) -> bool:
+            try:
+                return jbd_up.parse_frame(frame).data == b""
+            except ProtocolError:
+                return False
+
+        marker = bytes((self.address, jbd_up.FUNCTION_READ))
+        return _cut_fixed(rx, marker, _UP_REQUEST_LENGTH, valid)
+
+    def _answer(self, request: bytes) -> bytes | None:
+        frame = jbd_up.parse_frame(request)
+        if (frame.start, frame.end) != (jbd_up.REG_PACK_STATUS, jbd_up.REG_PACK_STATUS_END):
+            return None
+        return jbd_up.encode_frame(
+            self.address, jbd_up.FUNCTION_READ, frame.start, frame.end, self._pack_status()
+        )
+
+    @staticmethod
+    def _temperature_raw(celsius: float) -> int:
+        return _clamp(round(celsius * 10) + _UP_TEMPERATURE_OFFSET, 0, 0xFFFF)
+
+    def _pack_status(self) -> bytes:
+        """The status block, laid out as the capture's (see :mod:`~..protocols.jbd_up`)."""
+        millivolts = self._cell_millivolts()
+        sensors = [self._temperature_raw(value) for value in self.temperatures]
+        high = max(range(len(millivolts)), key=millivolts.__getitem__)
+        low = min(range(len(millivolts)), key=millivolts.__getitem__)
+        if sensors:
+            hot = max(range(len(sensors)), key=sensors.__getitem__)
+            cold = min(range(len(sensors)), key=sensors.__getitem__)
+            sensor_summary = (
+                hot + 1,
+                sensors[hot],
+                cold + 1,
+                sensors[cold],
+                sum(sensors) // len(sensors),
+            )
+        else:
+            sensor_summary = (0, 0, 0, 0, 0)
+        protection = sum(1 << _UP_BIT[name] for name in self.protections if name in _UP_BIT)
+        operation = 1 if self.current > 0 else 2 if self.current < 0 else 0
+        centi = 100
+        head = struct.pack(
+            ">HHIHHHHHHHHII",
+            _clamp(round(self.voltage * centi), 0, 0xFFFF),
+            _clamp(round((self.line_voltage or 0.0) * centi), 0, 0xFFFF),
+            _clamp(round(self.current * centi) + _UP_CURRENT_OFFSET, 0, 0xFFFFFFFF),
+            _clamp(round(self.soc * centi), 0, 10_000),
+            _clamp(round(self.remaining_capacity * centi), 0, 0xFFFF),
+            _clamp(round(self.capacity_ah * centi), 0, 0xFFFF),
+            _clamp(round(self.capacity_ah * centi), 0, 0xFFFF),
+            self._temperature_raw(self.mosfet_temperature),
+            self._temperature_raw(self.ambient_temperature),
+            operation,
+            _clamp(self.state_of_health, 0, 100),
+            protection,
+            0,  # error word
+        )
+        fets = struct.pack(">H", int(self.discharge_fet) | int(self.charge_fet) << 1)
+        summary = struct.pack(
+            ">HHHHHHHHHHH",
+            _clamp(self.cycles, 0, 0xFFFF),
+            high + 1,
+            millivolts[high],
+            low + 1,
+            millivolts[low],
+            sum(millivolts) // len(millivolts),
+            *sensor_summary,
+        )
+        limits = struct.pack(
+            ">HHHHH",
+            _clamp(round(self.charge_voltage_limit * 10), 0, 0xFFFF),
+            _clamp(round(self.charge_current_limit * 10), 0, 0xFFFF),
+            _clamp(round(self.discharge_voltage_limit * 10), 0, 0xFFFF),
+            _clamp(round(self.discharge_current_limit * 10), 0, 0xFFFF),
+            len(millivolts),
+        )
+        cells = struct.pack(f">{len(millivolts)}H", *millivolts)
+        temperatures = struct.pack(f">H{len(sensors)}H", len(sensors), *sensors)
+        model = self._model.encode("ascii", "replace")[:_UP_MODEL_LENGTH]
+        return (
+            head
+            + fets
+            + _UP_WORD_34
+            + summary
+            + limits
+            + cells
+            + temperatures
+            + _UP_BEFORE_MODEL
+            + model.ljust(_UP_MODEL_LENGTH, b"\0")
+            + _UP_AFTER_MODEL
+        )
 
 
 # --- Daly ----------------------------------------------------------------------------------
