@@ -1,4 +1,4 @@
-"""Serial BMS device kind: JBD/LLT/Overkill, Daly and ANT battery management systems.
+"""Serial BMS device kind: JBD/LLT/Overkill (incl. JBD UP rack packs), Daly and ANT BMSes.
 
 A BMS only answers when asked, so the runtime polls it on a background task (one full refresh
 per interval), publishes every reading as a :class:`BatterySnapshot` for other entries (the
@@ -37,7 +37,7 @@ from ..const import (
 from ..control.charge import ChargeController, ChargeDecision
 from ..control.energy import EnergyIntegrator
 from ..control.snapshot import BatterySnapshot
-from ..protocols import ProtocolError
+from ..protocols import ProtocolError, jbd_up
 from ..protocols.bms_client import (
     BmsChecksumError,
     BmsInfo,
@@ -49,7 +49,7 @@ from ..protocols.bms_client import (
 )
 from ..protocols.bms_common import BmsReading
 from ..runtime import BridgeConfigEntry
-from ..simulators.bms import AntSimulator, DalySimulator, JbdSimulator
+from ..simulators.bms import AntSimulator, DalySimulator, JbdSimulator, JbdUpSimulator
 from ..simulators.day_clock import demo_start_time_of_day
 from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from .charge_settings import settings_from_entry
@@ -60,6 +60,7 @@ _LOGGER = logging.getLogger(__name__)
 
 PROTOCOL_NAMES = {
     BmsProtocol.JBD: "JBD",
+    BmsProtocol.JBD_UP: "JBD",
     BmsProtocol.DALY: "Daly",
     BmsProtocol.ANT: "ANT",
     BmsProtocol.ANT_NEW: "ANT",
@@ -79,7 +80,7 @@ class SerialBmsData:
     failures: int = 0
 
 
-type BmsSimulator = JbdSimulator | DalySimulator | AntSimulator
+type BmsSimulator = JbdSimulator | JbdUpSimulator | DalySimulator | AntSimulator
 
 
 def create_simulator(protocol: BmsProtocol, serial_number: str | None) -> BmsSimulator:
@@ -92,6 +93,10 @@ def create_simulator(protocol: BmsProtocol, serial_number: str | None) -> BmsSim
     start = demo_start_time_of_day(scale)
     if protocol is BmsProtocol.JBD:
         return JbdSimulator(serial_number=serial_number, time_scale=scale, start_time_of_day=start)
+    if protocol is BmsProtocol.JBD_UP:
+        return JbdUpSimulator(
+            serial_number=serial_number, time_scale=scale, start_time_of_day=start
+        )
     if protocol is BmsProtocol.DALY:
         return DalySimulator(serial_number=serial_number, time_scale=scale, start_time_of_day=start)
     return AntSimulator(
@@ -319,16 +324,26 @@ async def async_probe_bms(
     protocol: BmsProtocol | None,
     *,
     address: int | None = None,
+    pack_address: int | None = None,
     invert_current: bool = False,
 ) -> BmsProbe:
-    """Talk to the BMS on ``port`` (detecting the protocol if None); raise ProbeError."""
+    """Talk to the BMS on ``port`` (detecting the protocol if None); raise ProbeError.
+
+    ``address`` is the address of the protocol asked for (the Daly host address, or the stored
+    JBD UP pack address when an entry is checked again); ``pack_address`` is the JBD UP pack
+    address a form asked for, which detection tries and which a chosen JBD UP protocol uses.
+    """
     from .vedirect import ProbeError
 
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             if protocol is None:
-                protocol, detected = await detect_protocol(port, timeout=1.0)
+                protocol, detected = await detect_protocol(
+                    port, timeout=1.0, jbd_up_address=pack_address or jbd_up.DEFAULT_ADDRESS
+                )
                 address = detected.address if detected.address is not None else address
+            elif protocol is BmsProtocol.JBD_UP and pack_address is not None:
+                address = pack_address
             client = SerialBmsClient(port, protocol, address=address, invert_current=invert_current)
             try:
                 info = await client.read_info()

@@ -1,8 +1,10 @@
-"""Entity descriptions for serial BMSes (JBD, Daly, ANT): every value a BMS reports.
+"""Entity descriptions for serial BMSes (JBD, JBD UP, Daly, ANT): every value a BMS reports.
 
 Per-cell entities exist up to the cell count the BMS reports; only the first few cell voltages
 are enabled by default (min/max/average/delta are always there). Each protection flag is its own
-problem binary sensor so automations can react to exactly the fault that matters.
+problem binary sensor so automations can react to exactly the fault that matters. FET switches
+exist only where the client can switch the FETs: over a protocol without FET control (JBD UP,
+ANT 2021) a switch could only ever fail, so none is offered.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from homeassistant.const import (
 
 from ..binary_sensor import BridgeBinarySensorEntityDescription
 from ..control.limits import Reason
+from ..protocols.bms_client import FET_CONTROL
 from ..protocols.bms_common import PROTECTION_NAMES, BmsReading
 from ..sensor import BridgeSensorEntityDescription
 from ..switch import BridgeSwitchEntityDescription
@@ -362,6 +365,16 @@ BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
 )
 
 
+def _has_fet_switch(name: str) -> Callable[[Any], bool]:
+    reported = _has_field(name)
+
+    def exists(data: SerialBmsData) -> bool:
+        info = data.info
+        return reported(data) and info is not None and info.protocol in FET_CONTROL
+
+    return exists
+
+
 def _fet_writer(which: str) -> Callable[[Any, bool], Any]:
     async def write(runtime: Any, on: bool) -> None:
         bms: SerialBmsRuntime = runtime
@@ -375,14 +388,14 @@ SWITCHES: tuple[BridgeSwitchEntityDescription, ...] = (
         key="charge_fet",
         translation_key="charge_fet",
         is_on_fn=_field("charge_fet"),
-        exists_fn=_has_field("charge_fet"),
+        exists_fn=_has_fet_switch("charge_fet"),
         set_fn=_fet_writer("charge"),
     ),
     BridgeSwitchEntityDescription(
         key="discharge_fet",
         translation_key="discharge_fet",
         is_on_fn=_field("discharge_fet"),
-        exists_fn=_has_field("discharge_fet"),
+        exists_fn=_has_fet_switch("discharge_fet"),
         set_fn=_fet_writer("discharge"),
     ),
 )
