@@ -59,6 +59,7 @@ from .flow_helpers import (
     settings_errors,
     settings_schema,
 )
+from .protocols import jbd_up
 from .protocols.bms_client import BmsProtocol
 from .schema import vol
 
@@ -74,6 +75,11 @@ DEFAULT_GUARD_TIME = 10
 GUARD_TIME_RANGE = (2, 50)
 PROTOCOL_AUTO = "auto"
 DALY_ADDRESSES = {"64": "0x40 (RS485)", "128": "0x80 (UART/TTL)"}
+# The bus address of a JBD UP rack pack: a field of its own beside the Daly choice, since the
+# two mean different things and a UP pack's address is a plain number (1 for a lone pack).
+# It is stored under CONF_ADDRESS like the Daly address, the one the client is given.
+CONF_PACK_ADDRESS = "pack_address"
+PACK_ADDRESS_RANGE = (1, 255)
 INTERFACES = ("socketcan", "slcan")
 
 
@@ -155,12 +161,14 @@ class SerialBmsFlow(ConfigFlow):
             else:
                 chosen = user_input.get(CONF_PROTOCOL, PROTOCOL_AUTO)
                 address = int(user_input.get(CONF_ADDRESS, "64"))
+                pack_address = int(user_input.get(CONF_PACK_ADDRESS, jbd_up.DEFAULT_ADDRESS))
                 invert = bool(user_input.get(CONF_INVERT_CURRENT, False))
                 try:
                     probe = await async_probe_bms(
                         port,
                         None if chosen == PROTOCOL_AUTO else BmsProtocol(chosen),
                         address=address,
+                        pack_address=pack_address,
                         invert_current=invert,
                     )
                 except ProbeError as err:
@@ -177,6 +185,16 @@ class SerialBmsFlow(ConfigFlow):
                 ),
                 vol.Required(CONF_ADDRESS, default="64"): _select(
                     [selector.SelectOptionDict(value=k, label=v) for k, v in DALY_ADDRESSES.items()]
+                ),
+                vol.Required(
+                    CONF_PACK_ADDRESS, default=jbd_up.DEFAULT_ADDRESS
+                ): selector.NumberSelector(
+                    selector.NumberSelectorConfig(
+                        min=PACK_ADDRESS_RANGE[0],
+                        max=PACK_ADDRESS_RANGE[1],
+                        step=1,
+                        mode=selector.NumberSelectorMode.BOX,
+                    )
                 ),
                 vol.Required(CONF_INVERT_CURRENT, default=False): selector.BooleanSelector(),
             }
@@ -219,7 +237,10 @@ class SerialBmsFlow(ConfigFlow):
                 CONF_DEVICE: DeviceKind.SERIAL_BMS.value,
                 CONF_PORT: port,
                 CONF_PROTOCOL: probe.protocol.value,
-                CONF_ADDRESS: address if probe.protocol is BmsProtocol.DALY else None,
+                # Daly: the host address that answered; JBD UP: the pack's bus address.
+                CONF_ADDRESS: (
+                    address if probe.protocol in (BmsProtocol.DALY, BmsProtocol.JBD_UP) else None
+                ),
                 CONF_INVERT_CURRENT: invert,
                 CONF_SERIAL_NUMBER: simulated_serial or probe.info.serial,
                 CONF_SIMULATED: simulated_serial is not None,

@@ -20,6 +20,7 @@ from custom_components.sma_victron_bridge.simulators.bms import (
     BmsSimulator,
     DalySimulator,
     JbdSimulator,
+    JbdUpSimulator,
 )
 
 from .test_config_flow import start_simulated
@@ -426,6 +427,53 @@ async def test_small_pack_sets_up_outside_the_sunny_island_ranges(
         assert result["type"] is FlowResultType.CREATE_ENTRY
         await hass.async_block_till_done()
         assert entry.runtime_data.controller.settings.cell_discharge_cutoff == 2.8
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.stop()
+
+
+async def test_jbd_up_pack_through_the_flow_without_fet_switches(hass: HomeAssistant) -> None:
+    """A JBD UP rack pack at bus address 2: detected on its port, read, and never switched."""
+    sim = JbdUpSimulator(
+        cells=16, capacity_ah=100.0, frozen=True, seed=4, address=2, model="JBD48100000"
+    )
+    sim.cell_voltages = list(CELLS)
+    sim.current = -6.5
+    sim.soc = 55.0
+    await sim.start()
+    try:
+        result = await _start_flow(hass)
+        result = dict(
+            await hass.config_entries.flow.async_configure(
+                result["flow_id"], {"port": sim.port, "protocol": "auto"}
+            )
+        )
+        # Detection asks the pack address of the form (1 unless changed): pack 2 stays quiet.
+        assert result["errors"] == {"base": "no_answer"}
+        result = dict(
+            await hass.config_entries.flow.async_configure(
+                result["flow_id"], {"port": sim.port, "protocol": "auto", "pack_address": 2}
+            )
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        assert result["title"] == "JBD48100000"
+        data = result["data"]
+        assert (data["protocol"], data["address"], data["cells"]) == ("jbd_up", 2, 16)
+        assert data["capacity_ah"] == 100.0
+        entry = result["result"]
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.LOADED
+        name = "sensor.jbd48100000"
+        assert float(state_value(hass, f"{name}_state_of_charge") or 0) == 55.0
+        assert float(state_value(hass, f"{name}_battery_current") or 0) == -6.5
+        # 52.832 V of cells, sent in 10 mV
+        assert float(state_value(hass, f"{name}_battery_voltage") or 0) == 52.83
+        registry = er.async_get(hass)
+        platforms = {
+            item.domain for item in er.async_entries_for_config_entry(registry, entry.entry_id)
+        }
+        assert platforms == {"sensor", "binary_sensor"}  # no FET switch to offer
+        assert entry.runtime_data.client.address == 2
         assert await hass.config_entries.async_unload(entry.entry_id)
     finally:
         await sim.stop()
