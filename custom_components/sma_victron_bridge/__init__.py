@@ -76,12 +76,16 @@ async def async_unload_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> b
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
-    """Forget what only a removed entry brought in: a simulated Bluetooth device's radio."""
+    """Forget what only a removed entry kept: a simulated radio, a Sunny Island's charge history."""
     from homeassistant.helpers.importlib import async_import_module
 
-    if DeviceKind(entry.data[CONF_DEVICE]) is DeviceKind.VICTRON_BLE:
+    kind = DeviceKind(entry.data[CONF_DEVICE])
+    if kind is DeviceKind.VICTRON_BLE:
         module = await async_import_module(hass, f"{__name__}.devices.victron_ble")
         module.async_forget_simulated_scanner(hass, entry)
+    elif kind is DeviceKind.SUNNY_ISLAND:
+        module = await async_import_module(hass, f"{__name__}.devices.sunny_island")
+        await module.async_remove_store(hass, entry.entry_id)
 
 
 async def async_remove_config_entry_device(

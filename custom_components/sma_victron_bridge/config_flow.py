@@ -71,6 +71,7 @@ SIMULATED_BMS: dict[str, BmsProtocol] = {
     "serial_bms_jbd": BmsProtocol.JBD,
     "serial_bms_daly": BmsProtocol.DALY,
     "serial_bms_ant": BmsProtocol.ANT,
+    "serial_bms_jbd_up": BmsProtocol.JBD_UP,
 }
 SIMULATED_SUNNY_ISLAND = "sunny_island"
 SIMULATED_BLE: dict[str, str] = {f"victron_ble_{name}": name for name in SIMULATED_BLE_MODELS}

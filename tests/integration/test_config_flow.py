@@ -183,6 +183,7 @@ async def test_simulated_step_offers_every_simulator(hass: HomeAssistant) -> Non
         "serial_bms_jbd",
         "serial_bms_daly",
         "serial_bms_ant",
+        "serial_bms_jbd_up",
         "sunny_island",
         "victron_ble_solar",
         "victron_ble_battery_monitor",

@@ -122,7 +122,7 @@ async def test_flow_detects_protocol_and_names_the_bms(
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-@pytest.mark.parametrize("protocol", ["jbd", "daly", "ant"])
+@pytest.mark.parametrize("protocol", ["jbd", "daly", "ant", "jbd_up"])
 async def test_flow_simulated_bms_from_the_simulated_step(
     hass: HomeAssistant, protocol: str
 ) -> None:

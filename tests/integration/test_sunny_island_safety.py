@@ -28,6 +28,7 @@ from custom_components.sma_victron_bridge.devices.sunny_island import (
     guard_issue_id,
     missing_issue_id,
     sign_issue_id,
+    store_key,
     update_failed_issue_id,
 )
 from custom_components.sma_victron_bridge.protocols.sma_can import MIN_PERIOD, AlarmItem
@@ -547,7 +548,10 @@ async def test_inverted_current_sign_is_shown_and_does_not_end_absorption(
 
 
 async def test_float_survives_a_restart(
-    hass: HomeAssistant, bms: MockConfigEntry, jbd_sim: JbdSimulator
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    bms: MockConfigEntry,
+    jbd_sim: JbdSimulator,
 ) -> None:
     jbd_sim.cell_voltages = [3.35] * 16
     entry = si_entry(bms.entry_id, {"rebulk_soc": 0, "cvl_ramp_rate": 1000})
@@ -578,3 +582,8 @@ async def test_float_survives_a_restart(
     saved = restored.export_state(time.monotonic(), time.time())["last_full_charge"]
     assert saved == pytest.approx(last_full, abs=2.0)
     await unload(hass, entry)
+    # Removing the entry forgets its charge history: a new entry starts from scratch.
+    assert store_key(entry.entry_id) in hass_storage
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert store_key(entry.entry_id) not in hass_storage

@@ -488,6 +488,9 @@ SETTING_ENTITIES: dict[str, tuple[tuple[str | None, NumberDeviceClass | None], f
     "absorption_spread": (_V, 0.001, False),
     "spread_hold": (_S, 60.0, False),
     "rebulk_spread": (_V, 0.005, False),
+    "cell_absorption_voltage_without_cells": (_V, 0.005, True),
+    "undervoltage_hysteresis": (_V, 0.01, False),
+    "cvl_ramp_rate": (("mV/s", None), 0.5, False),
 }
 
 
