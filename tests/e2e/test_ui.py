@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types; HA depends on it
 
-from .conftest import DemoSite, missing_requirement
+from .conftest import ROOT, DemoSite, missing_requirement
 
 if (_missing := missing_requirement()) is not None:
     pytest.skip(f"browser tests need Chromium and Playwright: {_missing}", allow_module_level=True)
@@ -23,6 +24,8 @@ if (_missing := missing_requirement()) is not None:
 from playwright.sync_api import expect
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from playwright.sync_api import Locator, Page
 
 pytestmark = [pytest.mark.timeout(150)]
@@ -30,6 +33,9 @@ pytestmark = [pytest.mark.timeout(150)]
 VALUE_TIMEOUT_MS = 20_000  # live values: the simulators send every second
 SIMULATED_MENU_ENTRY = "Simulated device (try without hardware)"
 SIMULATED_MPPT_OPTION = "Victron SmartSolar MPPT 75|15 solar charger (VE.Direct)"
+# The Sunny Boy's imported history, named after its entry ("Simulated SB 3000TL-21 <serial>").
+SUNNY_BOY_HISTORY = r"(Simulated )?SB 3000TL-21 \d+ yield"
+SHIPPED_DASHBOARD = ROOT / "dashboards" / "off_grid_system.yaml"
 # A number (the frontend groups thousands with commas) followed by its unit.
 NUMBER = r"-?\d[\d,]*(\.\d+)?"
 
@@ -41,14 +47,26 @@ def log_in(page: Page, site: DemoSite) -> None:
     page.get_by_role("textbox", name="Username").fill(site.username)
     page.get_by_role("textbox", name="Password").fill(site.password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/lovelace/"))
+    # The default dashboard: HA 2026's generated overview, or a Lovelace dashboard.
+    page.wait_for_url(re.compile(r"/(home|lovelace)/"))
+
+
+def open_sidebar_panel(page: Page, name: str) -> None:
+    """Click the sidebar's link to the panel called ``name``.
+
+    A link's name also holds its badge (Settings shows the count of repairs and updates), so
+    ``name`` has to be a word of its own in it.
+    """
+    sidebar = page.locator("ha-sidebar")
+    sidebar.get_by_role("link", name=re.compile(rf"(^|\s){re.escape(name)}(\s|$)")).click()
 
 
 def open_devices_and_services(page: Page) -> None:
     """Sidebar → Settings → Devices & services."""
-    page.get_by_role("option", name="Settings", exact=True).first.click()
+    open_sidebar_panel(page, "Settings")
     page.wait_for_url(re.compile(r"/config/dashboard$"))
-    page.get_by_role("menuitem", name="Devices & services").click()
+    # Each entry of the settings page is a link named by its title and its description.
+    page.get_by_role("link", name=re.compile(r"^Devices & services\b")).click()
     page.wait_for_url(re.compile(r"/config/integrations/dashboard$"))
 
 
@@ -57,11 +75,54 @@ def open_device(page: Page, entry_title: str) -> None:
     open_devices_and_services(page)
     page.get_by_role("link", name="SMA Victron Bridge").click()
     page.wait_for_url(re.compile(r"/config/integrations/integration/sma_victron_bridge"))
-    # The entry's row element is the host; its list-item role sits in the host's shadow root,
-    # apart from the slotted title and links, so the row is found by its tag.
-    entry = page.locator("ha-md-list-item").filter(has_text=entry_title)
-    entry.get_by_role("link", name="1 device").click()
+    # Each entry is a card headed by its title that lists the entry's devices; a simulated
+    # entry has exactly one.
+    entry = page.locator("ha-config-entry-row").filter(has_text=entry_title)
+    devices = entry.locator("ha-config-entry-device-row")
+    expect(devices).to_have_count(1)
+    devices.get_by_role("listitem").click()
     page.wait_for_url(re.compile(r"/config/devices/device/"))
+
+
+def shipped_dashboard() -> dict[str, Any]:
+    """dashboards/off_grid_system.yaml, as the tests' Home Assistant was given it."""
+    config: dict[str, Any] = yaml.safe_load(SHIPPED_DASHBOARD.read_text())
+    return config
+
+
+def config_nodes(node: object) -> Iterator[dict[str, Any]]:
+    """Every mapping in a dashboard configuration: views, cards, nested cards, entity rows."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from config_nodes(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from config_nodes(item)
+
+
+def entity_references(config: dict[str, Any]) -> Iterator[str]:
+    """The entity (or statistic) ids that the dashboard's cards and rows name."""
+    for node in config_nodes(config):
+        if isinstance(entity := node.get("entity"), str):
+            yield entity
+        for item in node.get("entities") or ():
+            if isinstance(item, str):
+                yield item
+
+
+def statistics_series(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Card title and series name of each statistic (an id with a colon, no entity) graphed."""
+    for node in config_nodes(config):
+        if node.get("type") == "statistics-graph":
+            for item in node["entities"]:
+                if ":" in item["entity"]:
+                    yield node["title"], item["name"]
+
+
+def flow_title(page: Page) -> Locator:
+    """The title of the config flow dialog's current step (text in its header, not a heading)."""
+    return page.locator("dialog-data-entry-flow [slot=headerTitle]")
 
 
 def entity_row(page: Page, name: str) -> Locator:
@@ -85,24 +146,28 @@ def test_add_simulated_mppt_through_the_ui(
     log_in(page, demo_site)
     open_devices_and_services(page)
     page.get_by_role("button", name="Add integration").click()
-    page.get_by_role("textbox", name="Search for a brand name").fill("SMA Victron Bridge")
-    page.locator("ha-integration-list-item").filter(has_text="SMA Victron Bridge").click()
+    page.get_by_placeholder("Search for a brand name").fill("SMA Victron Bridge")
+    page.get_by_role("button", name="SMA Victron Bridge", exact=True).click()
 
+    flow = page.locator("dialog-data-entry-flow")
     page.get_by_text(SIMULATED_MENU_ENTRY, exact=True).click()
-    expect(page.get_by_role("heading", name=SIMULATED_MENU_ENTRY)).to_be_visible()
-    device = page.get_by_role("combobox", name="Simulated device")
+    expect(flow_title(page)).to_have_text(SIMULATED_MENU_ENTRY)
+    device = page.get_by_label("Simulated device")
     device.click()
-    page.get_by_role("option", name=SIMULATED_MPPT_OPTION, exact=True).click()
-    expect(device).to_have_value(SIMULATED_MPPT_OPTION)
+    page.get_by_role("menuitem", name=SIMULATED_MPPT_OPTION, exact=True).click()
+    expect(device).to_contain_text(SIMULATED_MPPT_OPTION)
     page.get_by_role("button", name="Submit").click()
 
-    expect(page.get_by_role("heading", name="Success!")).to_be_visible()
-    expect(
-        page.get_by_text(re.compile(r"Created configuration for Simulated SmartSolar MPPT"))
-    ).to_be_visible()
+    # Success: HA offers to name the new device and give it an area.
+    expect(flow_title(page)).to_have_text("Name and assign")
+    expect(flow.get_by_text("SmartSolar MPPT 75|15", exact=True)).to_be_visible()
+    expect(flow.get_by_text("Victron Energy", exact=True)).to_be_visible()
+    expect(page.get_by_role("textbox", name="Device name")).to_have_value(
+        re.compile(r"^Simulated SmartSolar MPPT 75\|15 HQ\w+$")
+    )
     page.screenshot(path=screenshots / "setup-dialog.png", animations="disabled")
-    page.get_by_role("button", name="Finish").click()
-    expect(page.get_by_role("heading", name="Success!")).to_be_hidden()
+    page.get_by_role("button", name="Skip and finish").click()
+    expect(flow_title(page)).to_be_hidden()
 
 
 def test_device_page_shows_live_values(page: Page, demo_site: DemoSite, screenshots: Path) -> None:
@@ -131,23 +196,40 @@ def test_sunny_island_page_shows_charge_state(
 def test_energy_dashboard_shows_the_sources(
     page: Page, demo_site: DemoSite, screenshots: Path
 ) -> None:
-    """Sidebar → Energy: the shipped settings (dashboards/energy.json) name the demo's devices."""
+    """Sidebar → Energy: the shipped settings (dashboards/energy.json) name the demo's devices.
+
+    The dashboard's totals list a source only once it has statistics: the Sunny Boy's imported
+    history at once, the live sensors after Home Assistant's first five-minute statistics run.
+    Its energy configuration (the dashboard's edit button) names every configured source.
+    """
     log_in(page, demo_site)
-    page.get_by_role("option", name="Energy", exact=True).first.click()
-    page.wait_for_url(re.compile(r"/energy"))
-    expect(page.get_by_role("heading", name="Solar production")).to_be_visible()
+    open_sidebar_panel(page, "Energy")
+    page.wait_for_url(re.compile(r"/energy/electricity"))
+    # The card titles are plain text in HA 2026.10 (only "Totals" is a heading).
+    expect(page.get_by_text("Solar production", exact=True)).to_be_visible()
     sources = page.get_by_role("table", name="Energy sources")
     for name in (
-        r"SB 3000TL-21 \d+ yield",  # the Sunny Boy's imported history, named after its entry
-        "Solar Charger Yield total",
-        "SmartSolar Yield total",
-        "Battery BMS Discharged energy",
-        "Battery BMS Charged energy",
-        "Sunny Island Grid import",
+        SUNNY_BOY_HISTORY,
+        "Solar total",
         "Battery total",
+        "Grid total",
     ):
         expect(sources.get_by_role("row", name=re.compile(name))).to_be_visible()
     page.screenshot(path=screenshots / "energy-dashboard.png", animations="disabled")
+
+    page.get_by_role("button", name="Edit dashboard").click()
+    page.wait_for_url(re.compile(r"/config/energy/electricity"))
+    for section, names in (
+        ("Grid connections", ["Sunny Island Grid import", "Sunny Island Grid export"]),
+        (
+            "Solar panels",
+            [SUNNY_BOY_HISTORY, "Solar Charger Yield total", "SmartSolar Yield total"],
+        ),
+        ("Home battery storage", ["Battery BMS Discharged energy", "Battery BMS Charged energy"]),
+    ):
+        expect(page.get_by_role("heading", name=section, exact=True)).to_be_visible()
+        for name in names:
+            expect(page.get_by_text(re.compile(rf"^{name}$"))).to_be_visible()
 
 
 def test_shipped_dashboard_shows_the_system(
@@ -155,7 +237,7 @@ def test_shipped_dashboard_shows_the_system(
 ) -> None:
     """Sidebar → Off-grid system: dashboards/off_grid_system.yaml, every card finds its entity."""
     log_in(page, demo_site)
-    page.get_by_role("option", name="Off-grid system", exact=True).first.click()
+    open_sidebar_panel(page, "Off-grid system")
     page.wait_for_url(re.compile(r"/off-grid/system"))
     expect(page.get_by_text("Power now")).to_be_visible()
     expect(page.get_by_text("Charge control")).to_be_visible()
@@ -165,11 +247,34 @@ def test_shipped_dashboard_shows_the_system(
     expect_value(charge_state, "Bulk|Absorption|Float|Off")
     gauge = page.locator("hui-gauge-card")
     expect(gauge).to_have_text(re.compile(rf"{NUMBER}\s?%"), timeout=VALUE_TIMEOUT_MS)
-    # A card whose entity (or statistic) does not exist renders a warning element instead of
-    # its value. Allow the time the values need to arrive, as above.
-    warnings = page.locator("hui-warning")
+    # A card or row whose entity does not exist renders a warning ("Entity not found") instead
+    # of its value, a glance item a warning element, and a card whose type or options the
+    # frontend rejects an error card. Allow the time the values need to arrive, as above.
+    problems = page.locator("hui-warning, hui-warning-element, hui-error-card")
     try:
-        expect(warnings).to_have_count(0, timeout=VALUE_TIMEOUT_MS)
+        expect(problems).to_have_count(0, timeout=VALUE_TIMEOUT_MS)
     except AssertionError:
-        raise AssertionError(f"cards without their entity: {warnings.all_inner_texts()}") from None
+        # A warning element keeps its message in a property, the others in their text.
+        texts = problems.evaluate_all(
+            "els => els.map(e => e.label || e.textContent.trim() || e.localName)"
+        )
+        raise AssertionError(f"cards without their entity or with errors: {texts}") from None
+    # Graph cards leave out what they find no history or statistics for (a live sensor has
+    # statistics only after Home Assistant's first five-minute run), and a timeline's rows are
+    # drawn on a canvas: every entity the dashboard names must be one the frontend knows, and
+    # each statistic that is no entity's (the Sunny Boy's imported history) must be graphed.
+    shipped = shipped_dashboard()
+    entity_ids = sorted({ref for ref in entity_references(shipped) if ":" not in ref})
+    unknown = page.evaluate(
+        "ids => ids.filter(id => !(id in document.querySelector('home-assistant').hass.states))",
+        entity_ids,
+    )
+    assert unknown == [], f"entities of the shipped dashboard that do not exist: {unknown}"
+    for title, name in statistics_series(shipped):
+        card = page.locator("hui-statistics-graph-card").filter(
+            has=page.get_by_role("heading", name=title)
+        )
+        # The legend names the series, followed by its statistic type while it is the only one.
+        series = re.compile(rf"^{re.escape(name)}( \(\w+\))?$")
+        expect(card.get_by_role("button", name=series)).to_be_visible(timeout=VALUE_TIMEOUT_MS)
     page.screenshot(path=screenshots / "dashboard.png", animations="disabled")
