@@ -15,7 +15,7 @@ test's fixture.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Generator, Iterator
 import contextlib
 from dataclasses import dataclass
 import functools
@@ -50,6 +50,8 @@ VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 1280, 900  # the README's screenshots are this
 # Screenshots go to the ignored .e2e/ folder; E2E_SCREENSHOTS=docs/screenshots refreshes the
 # README's committed images.
 SCREENSHOTS = ROOT / os.environ.get("E2E_SCREENSHOTS", ".e2e/screenshots")
+FAILURES = ROOT / ".e2e" / "failures"  # the page as it was when a test failed
+CALL_REPORT = pytest.StashKey["pytest.TestReport"]()
 START_TIMEOUT = 90.0  # seconds until Home Assistant answers and the demo devices are loaded
 STOP_TIMEOUT = 30.0  # seconds Home Assistant gets to shut down before it is killed
 UI_TIMEOUT_MS = 20_000  # every Playwright action and navigation
@@ -210,8 +212,12 @@ def demo_site(home_assistant_server: HomeAssistantServer, socket_enabled: None) 
 
 
 @pytest.fixture
-def page(demo_site: DemoSite, tmp_path: Path) -> Iterator[Page]:
-    """A page in a fresh headless Chromium profile that may only talk to Home Assistant."""
+def page(demo_site: DemoSite, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh headless Chromium profile that may only talk to Home Assistant.
+
+    When the test fails, what the page showed at that moment is saved to
+    ``.e2e/failures/<test>.png``.
+    """
     from playwright.sync_api import sync_playwright
 
     base = demo_site.base_url
@@ -234,9 +240,26 @@ def page(demo_site: DemoSite, tmp_path: Path) -> Iterator[Page]:
             # Brand icons and the like come from the internet: refuse them at once, so that
             # a machine without network access renders the same pages just as fast.
             context.route(elsewhere, lambda route: route.abort())
-            yield context.pages[0] if context.pages else context.new_page()
+            page = context.pages[0] if context.pages else context.new_page()
+            yield page
+            report = request.node.stash.get(CALL_REPORT, None)
+            if report is not None and report.failed:
+                FAILURES.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=FAILURES / f"{request.node.name}.png")
         finally:
             context.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep the outcome of each test's call on the test, for the page fixture's teardown."""
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT] = report
+    return report
 
 
 @pytest.fixture(scope="session")
