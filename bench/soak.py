@@ -122,7 +122,7 @@ LOG_LINE: Final = re.compile(
 """One record's first line in the format of Home Assistant's log file."""
 
 IGNORED: Final[tuple[tuple[str, str, str], ...]] = (
-    # Home Assistant 2025.4.4's camera helper tries to load the libturbojpeg C library while
+    # Home Assistant's camera helper tries to load the libturbojpeg C library while
     # starting; without it, it logs this (with a traceback) and falls back to Pillow.
     (
         "ERROR",

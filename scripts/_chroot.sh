@@ -3,7 +3,7 @@
 #
 # Current Home Assistant needs Python >= 3.14.2. Debian 12 has 3.11 and only binary packages can be
 # fetched here, so scripts/setup builds a minimal sid root with python3.14 once (about a minute,
-# ~250 MB) and caches it in $CHROOT for every checkout on the machine. The project's venv lives in the
+# ~450 MB) and caches it in $CHROOT for every checkout on the machine. The project's venv lives in the
 # checkout (.venv/py), created by the chroot's Python; .venv/bin/python is a launcher that enters the
 # chroot with the checkout bind-mounted at the same path, so paths, PTYs and sockets look the same
 # from both sides. Each launch gets a private mount namespace: the mounts disappear with the process,
@@ -12,8 +12,26 @@ CHROOT=${SMA_VICTRON_BRIDGE_CHROOT:-/var/cache/sma_victron_bridge/sid-python3.14
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 _CHROOT_SH=$(readlink -f "${BASH_SOURCE[0]}")
 
+# What the chroot has besides a minimal sid: Python 3.14, and a compiler with Python's headers for
+# the few pinned libraries that have no wheel for 3.14 yet (pymicro-vad, pyspeex-noise), and
+# libturbojpeg, which Home Assistant's camera component loads at start. `.ready` records this list,
+# so a cached chroot made with an older list is completed rather than rebuilt.
+CHROOT_PACKAGES="python3.14 python3.14-venv python3.14-dev g++ ca-certificates libturbojpeg0"
+
 chroot_ready() {
-  [ -f "$CHROOT/.ready" ] && [ -x "$CHROOT/usr/bin/python3.14" ]
+  [ -x "$CHROOT/usr/bin/python3.14" ] && [ "$(cat "$CHROOT/.ready" 2>/dev/null)" = "$CHROOT_PACKAGES" ]
+}
+
+# Installs CHROOT_PACKAGES into chroot $1 with its own apt (also refreshes the CA certificates).
+_chroot_install() {
+  (chroot_run "$1" "" /usr/bin/env CHROOT_PACKAGES="$CHROOT_PACKAGES" /bin/sh -c '
+      set -e
+      apt-get update -qq
+      # shellcheck disable=SC2086
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        $CHROOT_PACKAGES >/dev/null
+      update-ca-certificates >/dev/null 2>&1
+      apt-get clean')
 }
 
 # Mounts what a process in the chroot needs, below root $1; used inside `unshare --mount` only.
@@ -92,6 +110,15 @@ build_chroot() {
   exec 9>"$parent/.build.lock"
   flock 9
   chroot_ready && return 0
+  if [ -x "$CHROOT/usr/bin/python3.14" ] && [ -f "$CHROOT/.ready" ]; then
+    echo "setup: adding packages to the cached chroot in $CHROOT"
+    _chroot_install "$CHROOT" >/dev/null 2>&1 || {
+      echo "setup: could not add packages to $CHROOT" >&2
+      return 1
+    }
+    echo "$CHROOT_PACKAGES" >"$CHROOT/.ready"
+    return 0
+  fi
   if ! command -v debootstrap >/dev/null 2>&1; then
     echo "setup: installing debootstrap"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null 2>&1 \
@@ -112,18 +139,12 @@ build_chroot() {
   mkdir -p "$tmp/usr/local/share/ca-certificates"
   cp -a /usr/local/share/ca-certificates/. "$tmp/usr/local/share/ca-certificates/" 2>/dev/null || true
   cp /etc/resolv.conf "$tmp/etc/resolv.conf" 2>/dev/null || true
-  (chroot_run "$tmp" "" /bin/sh -c '
-      set -e
-      apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        python3.14 python3.14-venv ca-certificates >/dev/null
-      update-ca-certificates >/dev/null 2>&1
-      apt-get clean') >>"$tmp.log" 2>&1 || {
+  _chroot_install "$tmp" >>"$tmp.log" 2>&1 || {
     tail -20 "$tmp.log" >&2
     return 1
   }
   rm -f "$tmp.log"
-  touch "$tmp/.ready"
+  echo "$CHROOT_PACKAGES" >"$tmp/.ready"
   rm -rf --one-file-system "$CHROOT"
   mv "$tmp" "$CHROOT"
   trap - EXIT

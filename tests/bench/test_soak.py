@@ -1,6 +1,6 @@
 """The pure parts of the soak run: log scanning, availability tracking, frame checks, summary.
 
-No Home Assistant starts here; the log lines are in the format of Home Assistant 2025.4.4's log
+No Home Assistant starts here; the log lines are in the format of Home Assistant's log
 file (``%(asctime)s.%(msecs)03d %(levelname)s (%(threadName)s) [%(name)s] %(message)s``).
 """
 
