@@ -3,7 +3,7 @@
 #
 # Current Home Assistant needs Python >= 3.14.2. Debian 12 has 3.11 and only binary packages can be
 # fetched here, so scripts/setup builds a minimal sid root with python3.14 once (about a minute,
-# ~450 MB) and caches it in $CHROOT for every checkout on the machine. The project's venv lives in the
+# ~630 MB) and caches it in $CHROOT for every checkout on the machine. The project's venv lives in the
 # checkout (.venv/py), created by the chroot's Python; .venv/bin/python is a launcher that enters the
 # chroot with the checkout bind-mounted at the same path, so paths, PTYs and sockets look the same
 # from both sides. Each launch gets a private mount namespace: the mounts disappear with the process,
