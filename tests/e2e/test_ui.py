@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.timeout(150)]
 
 VALUE_TIMEOUT_MS = 20_000  # live values: the simulators send every second
+SETTLE_MS = 1_500  # entity icons, the activity card and charts render after the values
 SIMULATED_MENU_ENTRY = "Simulated device (try without hardware)"
 SIMULATED_MPPT_OPTION = "Victron SmartSolar MPPT 75|15 solar charger (VE.Direct)"
 # The Sunny Boy's imported history, named after its entry ("Simulated SB 3000TL-21 <serial>").
@@ -120,6 +121,12 @@ def statistics_series(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
                     yield node["title"], item["name"]
 
 
+def take_screenshot(page: Page, path: Path) -> None:
+    """Save what the page shows once what loads after the values (icons, charts) has arrived."""
+    page.wait_for_timeout(SETTLE_MS)
+    page.screenshot(path=path, animations="disabled")
+
+
 def flow_title(page: Page) -> Locator:
     """The title of the config flow dialog's current step (text in its header, not a heading)."""
     return page.locator("dialog-data-entry-flow [slot=headerTitle]")
@@ -165,7 +172,7 @@ def test_add_simulated_mppt_through_the_ui(
     expect(page.get_by_role("textbox", name="Device name")).to_have_value(
         re.compile(r"^Simulated SmartSolar MPPT 75\|15 HQ\w+$")
     )
-    page.screenshot(path=screenshots / "setup-dialog.png", animations="disabled")
+    take_screenshot(page, screenshots / "setup-dialog.png")
     page.get_by_role("button", name="Skip and finish").click()
     expect(flow_title(page)).to_be_hidden()
 
@@ -177,7 +184,7 @@ def test_device_page_shows_live_values(page: Page, demo_site: DemoSite, screensh
     expect(page.get_by_text("Victron Energy")).to_be_visible()
     expect_value(entity_row(page, "Battery voltage"), rf"{NUMBER}\s?V")
     expect_value(entity_row(page, "State of charge"), rf"{NUMBER}\s?%")
-    page.screenshot(path=screenshots / "device-page.png", animations="disabled")
+    take_screenshot(page, screenshots / "device-page.png")
 
 
 def test_sunny_island_page_shows_charge_state(
@@ -190,7 +197,7 @@ def test_sunny_island_page_shows_charge_state(
     expect_value(charge_state, "Bulk|Absorption|Float|Off")
     expect_value(entity_row(page, "Charge voltage limit"), rf"{NUMBER}\s?V")
     charge_state.scroll_into_view_if_needed()
-    page.screenshot(path=screenshots / "sunny-island.png", animations="disabled")
+    take_screenshot(page, screenshots / "sunny-island.png")
 
 
 def test_energy_dashboard_shows_the_sources(
@@ -215,7 +222,7 @@ def test_energy_dashboard_shows_the_sources(
         "Grid total",
     ):
         expect(sources.get_by_role("row", name=re.compile(name))).to_be_visible()
-    page.screenshot(path=screenshots / "energy-dashboard.png", animations="disabled")
+    take_screenshot(page, screenshots / "energy-dashboard.png")
 
     page.get_by_role("button", name="Edit dashboard").click()
     page.wait_for_url(re.compile(r"/config/energy/electricity"))
@@ -277,4 +284,4 @@ def test_shipped_dashboard_shows_the_system(
         # The legend names the series, followed by its statistic type while it is the only one.
         series = re.compile(rf"^{re.escape(name)}( \(\w+\))?$")
         expect(card.get_by_role("button", name=series)).to_be_visible(timeout=VALUE_TIMEOUT_MS)
-    page.screenshot(path=screenshots / "dashboard.png", animations="disabled")
+    take_screenshot(page, screenshots / "dashboard.png")
