@@ -384,8 +384,8 @@ class VictronBleRuntime(DeviceRuntime):
             )
         )
         self._async_update_gatt()
-        if not self.simulated:
-            self._unsubscribe.append(async_withdraw_core_discovery(self.hass, self.address))
+        # Also for a simulated device: its advertisements reach HA's Bluetooth like real ones.
+        self._unsubscribe.append(async_withdraw_core_discovery(self.hass, self.address))
         async_shutdown_on_stop(self.hass, self.entry, self.async_shutdown)
 
     async def async_shutdown(self) -> None:
