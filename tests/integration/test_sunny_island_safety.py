@@ -24,6 +24,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sma_victron_bridge.const import DOMAIN
 from custom_components.sma_victron_bridge.control.charge import ChargeState
+from custom_components.sma_victron_bridge.devices import sunny_island as sunny_island_device
 from custom_components.sma_victron_bridge.devices.sunny_island import (
     guard_issue_id,
     missing_issue_id,
@@ -587,3 +588,21 @@ async def test_float_survives_a_restart(
     await hass.config_entries.async_remove(entry.entry_id)
     await hass.async_block_till_done()
     assert store_key(entry.entry_id) not in hass_storage
+
+
+async def test_charge_state_is_saved_while_running_not_only_at_stop(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    bms: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A power cut gives no shutdown: the state on disk must follow the running one (here every
+    # second instead of every minute), although the tick asks every second.
+    monkeypatch.setattr(sunny_island_device, "STORE_SAVE_DELAY", 1.0)
+    entry = si_entry(bms.entry_id)
+    await start_si(hass, entry)
+    key = store_key(entry.entry_id)
+    await until(lambda: key in hass_storage)
+    first = hass_storage[key]["data"]["saved_at"]
+    await until(lambda: hass_storage[key]["data"]["saved_at"] > first + 1.5)
+    await unload(hass, entry)

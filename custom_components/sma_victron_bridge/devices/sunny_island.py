@@ -236,6 +236,7 @@ class SunnyIslandRuntime(DeviceRuntime):
         self._coordinator = PushCoordinator(hass, name=entry.title, initial=self.data)
         self._source = self._build_source()
         self._store: Store[dict[str, Any]] = Store(hass, STORE_VERSION, store_key(entry.entry_id))
+        self._saved_at = time.monotonic()
         self._link: CanLink | None = None
         self._simulator: SunnyIslandSimulator | None = None
         self._sim_bus: can.BusABC | None = None
@@ -411,8 +412,11 @@ class SunnyIslandRuntime(DeviceRuntime):
                     self.entry.title,
                     self.data.first_frame_delay,
                 )
-        # At once on a charge event (float reached, absorption done), else at most every minute.
-        self._store.async_delay_save(self._export_state, 0 if decision.events else STORE_SAVE_DELAY)
+        # At once on a charge event (float reached, absorption done), else once a minute. (Asking
+        # the store for a delayed save every tick would push that save back forever.)
+        if decision.events or now - self._saved_at >= STORE_SAVE_DELAY:
+            self._saved_at = now
+            self._store.async_delay_save(self._export_state)
         self._coordinator.async_set_updated_data(self.data)
 
     def _on_update_error(self, err: Exception) -> None:
