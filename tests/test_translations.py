@@ -8,13 +8,11 @@ from pathlib import Path
 from homeassistant.components.sensor import SensorDeviceClass
 
 from custom_components.sma_victron_bridge.control.chemistry import BOOL_FIELDS, NUMBER_FIELDS
-from custom_components.sma_victron_bridge.devices import (
-    serial_bms_entities as bms,
-    sunny_boy_entities as sb,
-    sunny_island_entities as si,
-    vedirect_entities as ved,
-    victron_ble_entities as vble,
-)
+from custom_components.sma_victron_bridge.devices.serial_bms import entities as bms
+from custom_components.sma_victron_bridge.devices.sunny_boy import entities as sb
+from custom_components.sma_victron_bridge.devices.sunny_island import entities as si
+from custom_components.sma_victron_bridge.devices.vedirect import entities as ved
+from custom_components.sma_victron_bridge.devices.victron_ble import entities as vble
 from custom_components.sma_victron_bridge.flow_helpers import OPTION_SETTINGS, OPTION_SWITCHES
 
 SENSORS = (*ved.SENSORS, *bms.SENSORS, *si.SENSORS, *sb.SENSORS)

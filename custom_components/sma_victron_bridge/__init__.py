@@ -1,6 +1,6 @@
 """SMA Victron Bridge: SMA and Victron power systems in Home Assistant.
 
-Each config entry talks to one device of one kind (see ``const.DeviceKind``); the kind's module in
+Each config entry talks to one device of one kind (see ``devices.KINDS``); the kind's package in
 ``devices/`` builds the runtime that owns the connection, the coordinator and the entity
 descriptions, and the platforms stay generic.
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .const import CONF_DEVICE, DeviceKind
+from .devices import KIND_BY_ID, Kind
 
 # Home Assistant is imported lazily so that the pure packages (protocols/, control/,
 # simulators/) can be imported, tested and benchmarked without it.
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from homeassistant.core import HomeAssistant
     from homeassistant.helpers.device_registry import DeviceEntry
 
@@ -21,23 +24,21 @@ if TYPE_CHECKING:
     from .runtime import BridgeConfigEntry
 
 
-# Each kind's module pulls in its protocol libraries (python-can scans package metadata when it
-# is imported), so it is imported in Home Assistant's import executor, never on the event loop.
-RUNTIMES: dict[DeviceKind, tuple[str, str]] = {
-    DeviceKind.VEDIRECT: ("vedirect", "VeDirectRuntime"),
-    DeviceKind.SERIAL_BMS: ("serial_bms", "SerialBmsRuntime"),
-    DeviceKind.SUNNY_ISLAND: ("sunny_island", "SunnyIslandRuntime"),
-    DeviceKind.SUNNY_BOY: ("sunny_boy", "SunnyBoyRuntime"),
-    DeviceKind.VICTRON_BLE: ("victron_ble", "VictronBleRuntime"),
-}
+async def _async_runtime_module(hass: HomeAssistant, kind: Kind) -> ModuleType:
+    """The kind's ``runtime`` module, imported in Home Assistant's import executor.
+
+    It pulls in the kind's protocol libraries (python-can scans package metadata when it is
+    imported), which must never happen on the event loop.
+    """
+    from homeassistant.helpers.importlib import async_import_module
+
+    return await async_import_module(hass, f"{kind.package}.runtime")
 
 
 async def _async_create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
-    from homeassistant.helpers.importlib import async_import_module
-
-    module_name, class_name = RUNTIMES[DeviceKind(entry.data[CONF_DEVICE])]
-    module = await async_import_module(hass, f"{__name__}.devices.{module_name}")
-    runtime: DeviceRuntime = getattr(module, class_name)(hass, entry)
+    kind = KIND_BY_ID[DeviceKind(entry.data[CONF_DEVICE])]
+    module = await _async_runtime_module(hass, kind)
+    runtime: DeviceRuntime = getattr(module, kind.runtime)(hass, entry)
     return runtime
 
 
@@ -76,16 +77,14 @@ async def async_unload_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> b
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
-    """Forget what only a removed entry kept: a simulated radio, a Sunny Island's charge history."""
-    from homeassistant.helpers.importlib import async_import_module
+    """Forget what only a removed entry kept (a simulated radio, a Sunny Island's charge history).
 
-    kind = DeviceKind(entry.data[CONF_DEVICE])
-    if kind is DeviceKind.VICTRON_BLE:
-        module = await async_import_module(hass, f"{__name__}.devices.victron_ble")
-        module.async_forget_simulated_scanner(hass, entry)
-    elif kind is DeviceKind.SUNNY_ISLAND:
-        module = await async_import_module(hass, f"{__name__}.devices.sunny_island")
-        await module.async_remove_store(hass, entry.entry_id)
+    A kind with such state has an ``async_remove_entry`` in its runtime module.
+    """
+    module = await _async_runtime_module(hass, KIND_BY_ID[DeviceKind(entry.data[CONF_DEVICE])])
+    remove = getattr(module, "async_remove_entry", None)
+    if remove is not None:
+        await remove(hass, entry)
 
 
 async def async_remove_config_entry_device(

@@ -1,146 +1,69 @@
 """UI set-up: pick a device kind, then its port; every entry is tested before it is created.
 
-A device must answer before an entry exists, so a wrong port or a silent device is reported in
-the form instead of producing a dead entry. Entries are keyed by the device's serial number, so
-the same device cannot be added twice and a device that moved to another port is updated in
-place (USB discovery and reconfigure both rely on that).
+The one ``ConfigFlow`` class of the integration is composed from the kinds' flow mixins listed in
+``devices.KINDS`` (each in ``devices/<kind>/flow.py``). This module holds only what all kinds
+share: the menu of kinds, the menu of simulated devices, and handing reconfigure and options to
+the entry's kind.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Any, Literal
+from importlib import import_module
+from types import ModuleType
+from typing import Any
 
-from homeassistant.components import usb
-from homeassistant.config_entries import (
-    ConfigEntry,
-    ConfigFlow,
-    ConfigFlowResult,
-    OptionsFlow,
-)
+from homeassistant.config_entries import ConfigEntry, ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.core import callback
 from homeassistant.helpers import selector
-from homeassistant.helpers.service_info.usb import UsbServiceInfo
 
-from .config_flow_ble import VictronBleFlow, VictronBleOptionsFlow, victron_ble_supports_options
-from .config_flow_kinds import (
-    SerialBmsFlow,
-    SerialBmsOptionsFlow,
-    SunnyIslandFlow,
-    SunnyIslandOptionsFlow,
-)
-from .config_flow_sunny_boy import SunnyBoyFlow, SunnyBoyOptionsFlow
-from .const import (
-    CONF_DEVICE,
-    CONF_FORWARD_SOURCE,
-    CONF_FORWARD_TEMPERATURE_ENTITY,
-    CONF_FORWARD_VOLTAGE_ENTITY,
-    CONF_PORT,
-    CONF_SERIAL_NUMBER,
-    CONF_SIMULATED,
-    CONF_STALE_AFTER,
-    DEFAULT_STALE_AFTER,
-    DOMAIN,
-    FORWARD_ENTITIES,
-    FORWARD_NONE,
-    DeviceKind,
-)
-from .devices.sunny_boy_link import TRANSPORT_BLUETOOTH, TRANSPORT_SPEEDWIRE
-from .devices.vedirect import ProbeError, ProbeResult, async_probe
-from .devices.victron_ble import SIMULATED_MODELS as SIMULATED_BLE_MODELS
-from .flow_helpers import (
-    PORT_MANUAL,
-    async_port_exists,
-    async_port_options,
-    async_update_entry_and_abort,
-    port_selector,
-)
-from .protocols.bms_client import BmsProtocol
-from .protocols.vedirect_fields import DeviceFamily
+from .const import CONF_DEVICE, DOMAIN, DeviceKind
+from .devices import KIND_BY_ID, KINDS, Kind
 from .schema import vol
-from .simulators.vedirect import VeDirectSimulator
 
-CONF_FAMILY = "family"
 CONF_SIMULATED_DEVICE = "simulated_device"
 STEP_SIMULATED = "simulated"
-SIMULATED_VEDIRECT: dict[str, Literal["mppt", "bmv"]] = {
-    "vedirect_mppt": "mppt",
-    "vedirect_bmv": "bmv",
+
+# The flow modules import no protocol library that blocks on import (the Sunny Island's python-can
+# is imported by its steps, in the import executor), and Home Assistant imports this module in its
+# import executor anyway.
+FLOWS: dict[DeviceKind, ModuleType] = {
+    kind.kind: import_module(f"{kind.package}.flow") for kind in KINDS
 }
-SIMULATED_BMS: dict[str, BmsProtocol] = {
-    "serial_bms_jbd": BmsProtocol.JBD,
-    "serial_bms_daly": BmsProtocol.DALY,
-    "serial_bms_ant": BmsProtocol.ANT,
-    "serial_bms_jbd_up": BmsProtocol.JBD_UP,
+
+SIMULATED_KINDS: dict[str, DeviceKind] = {
+    choice: kind.kind for kind in KINDS for choice in FLOWS[kind.kind].SIMULATED
 }
-SIMULATED_SUNNY_ISLAND = "sunny_island"
-SIMULATED_BLE: dict[str, str] = {f"victron_ble_{name}": name for name in SIMULATED_BLE_MODELS}
-SIMULATED_SUNNY_BOY: dict[str, str] = {
-    "sunny_boy_speedwire": TRANSPORT_SPEEDWIRE,
-    "sunny_boy_bluetooth": TRANSPORT_BLUETOOTH,
-}
-SIMULATED_DEVICES: tuple[str, ...] = (
-    *SIMULATED_VEDIRECT,
-    *SIMULATED_BMS,
-    SIMULATED_SUNNY_ISLAND,
-    *SIMULATED_BLE,
-    *SIMULATED_SUNNY_BOY,
-)
-"""Every built-in simulator, as offered by the one "Simulated device" menu entry."""
+"""Every built-in simulator, as offered by the one "Simulated device" menu entry, and its kind."""
+SIMULATED_DEVICES: tuple[str, ...] = tuple(SIMULATED_KINDS)
 
 
-def _port_schema(
-    options: list[selector.SelectOptionDict], default: str | None = None
-) -> vol.Schema:
-    return vol.Schema(
-        {vol.Required(CONF_PORT, default=default or vol.UNDEFINED): port_selector(options)}
-    )
+def _entry_kind(entry: ConfigEntry) -> Kind:
+    return KIND_BY_ID[DeviceKind(entry.data.get(CONF_DEVICE, DeviceKind.VEDIRECT))]
 
 
-def _unique_id(result: ProbeResult, port: str) -> str:
-    """The device's serial number; devices that never tell it are keyed by their port."""
-    return result.serial_number or f"port:{port}"
-
-
-class BridgeConfigFlow(
-    SerialBmsFlow, SunnyIslandFlow, SunnyBoyFlow, VictronBleFlow, ConfigFlow, domain=DOMAIN
-):
-    """Config flow of the integration: a menu of device kinds, each with its own steps."""
+class BridgeFlowBase(ConfigFlow):
+    """The steps every kind shares; the kinds' mixins come before it in ``BridgeConfigFlow``."""
 
     VERSION = 1
     MINOR_VERSION = 1
 
-    def __init__(self) -> None:
-        """Start with nothing discovered."""
-        self._port: str | None = None
-        self._probe: ProbeResult | None = None
-
     @staticmethod
     @callback
     def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
-        """Each kind's options: forwarding (MPPT), charge settings (BMS, Sunny Island)."""
-        kind = config_entry.data.get(CONF_DEVICE)
-        if kind == DeviceKind.SERIAL_BMS:
-            return SerialBmsOptionsFlow()
-        if kind == DeviceKind.SUNNY_ISLAND:
-            return SunnyIslandOptionsFlow()
-        if kind == DeviceKind.SUNNY_BOY:
-            return SunnyBoyOptionsFlow()
-        if kind == DeviceKind.VICTRON_BLE:
-            return VictronBleOptionsFlow()
-        return VeDirectOptionsFlow()
+        """The options flow of the entry's kind."""
+        kind = _entry_kind(config_entry)
+        options_flow: OptionsFlow = getattr(FLOWS[kind.kind], kind.options_flow)()
+        return options_flow
 
     @classmethod
     @callback
     def async_supports_options_flow(cls, config_entry: ConfigEntry) -> bool:
-        """BMSes, Sunny Islands and MPPTs have options; monitors and inverters do not."""
-        if config_entry.data.get(CONF_DEVICE) in (DeviceKind.SERIAL_BMS, DeviceKind.SUNNY_ISLAND):
+        """Whether the entry's kind offers options for it (e.g. MPPTs do, battery monitors not)."""
+        kind = _entry_kind(config_entry)
+        if kind.supports_options is None:
             return True
-        if config_entry.data.get(CONF_DEVICE) == DeviceKind.SUNNY_BOY:
-            return True
-        if config_entry.data.get(CONF_DEVICE) == DeviceKind.VICTRON_BLE:
-            return victron_ble_supports_options(config_entry)
-        return config_entry.data.get(CONF_FAMILY) == DeviceFamily.MPPT.value
+        supported: bool = getattr(FLOWS[kind.kind], kind.supports_options)(config_entry)
+        return supported
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Menu of the device kinds, and last the simulated devices for trying without hardware.
@@ -150,14 +73,7 @@ class BridgeConfigFlow(
         """
         return self.async_show_menu(
             step_id="user",
-            menu_options=[
-                DeviceKind.VEDIRECT.value,
-                DeviceKind.SERIAL_BMS.value,
-                DeviceKind.SUNNY_ISLAND.value,
-                DeviceKind.SUNNY_BOY.value,
-                DeviceKind.VICTRON_BLE.value,
-                STEP_SIMULATED,
-            ],
+            menu_options=[*(kind.kind.value for kind in KINDS), STEP_SIMULATED],
         )
 
     async def async_step_simulated(
@@ -166,15 +82,9 @@ class BridgeConfigFlow(
         """Pick a built-in simulator; it is then set up by the same code as its real device."""
         if user_input is not None:
             choice: str = user_input[CONF_SIMULATED_DEVICE]
-            if choice in SIMULATED_VEDIRECT:
-                return await self._async_create_simulated(SIMULATED_VEDIRECT[choice])
-            if choice in SIMULATED_BMS:
-                return await self._async_create_simulated_bms(SIMULATED_BMS[choice])
-            if choice == SIMULATED_SUNNY_ISLAND:
-                return await self._async_start_simulated_si()
-            if choice in SIMULATED_BLE:
-                return await self._async_create_simulated_ble(SIMULATED_BLE[choice])
-            return await self._async_create_simulated_sunny_boy(SIMULATED_SUNNY_BOY[choice])
+            start = getattr(self, f"_async_start_simulated_{SIMULATED_KINDS[choice].value}")
+            result: ConfigFlowResult = await start(choice)
+            return result
         return self.async_show_form(
             step_id=STEP_SIMULATED,
             data_schema=vol.Schema(
@@ -190,263 +100,25 @@ class BridgeConfigFlow(
             ),
         )
 
-    # --- VE.Direct ---
-
-    async def async_step_vedirect(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Pick the serial port of a VE.Direct cable."""
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            port = user_input[CONF_PORT]
-            if port == PORT_MANUAL:
-                return await self.async_step_vedirect_manual()
-            result = await self._async_try_probe(port, errors)
-            if result is not None:
-                return await self._async_finish(port, result)
-        options = await async_port_options(self.hass)
-        return self.async_show_form(
-            step_id="vedirect", data_schema=_port_schema(options), errors=errors
-        )
-
-    async def async_step_vedirect_manual(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Type a port path (e.g. /dev/serial/by-id/… or a ser2net-style device)."""
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            port = user_input[CONF_PORT].strip()
-            result = await self._async_try_probe(port, errors)
-            if result is not None:
-                return await self._async_finish(port, result)
-        return self.async_show_form(
-            step_id="vedirect_manual",
-            data_schema=self.add_suggested_values_to_schema(
-                vol.Schema({vol.Required(CONF_PORT): str}), user_input
-            ),
-            errors=errors,
-        )
-
-    async def _async_try_probe(self, port: str, errors: dict[str, str]) -> ProbeResult | None:
-        if not await async_port_exists(self.hass, port):
-            errors["base"] = "port_not_found"
-            return None
-        try:
-            return await async_probe(port)
-        except ProbeError as err:
-            errors["base"] = err.reason
-            return None
-
-    async def _async_finish(self, port: str, result: ProbeResult) -> ConfigFlowResult:
-        await self.async_set_unique_id(_unique_id(result, port))
-        self._abort_if_unique_id_configured(updates={CONF_PORT: port})
-        return self.async_create_entry(
-            title=result.title,
-            data={
-                CONF_DEVICE: DeviceKind.VEDIRECT.value,
-                CONF_PORT: port,
-                CONF_SERIAL_NUMBER: result.serial_number,
-                CONF_FAMILY: result.family.value,
-            },
-        )
-
-    async def _async_create_simulated(self, model: Literal["mppt", "bmv"]) -> ConfigFlowResult:
-        """Start the built-in simulator on a PTY and test it like real hardware."""
-        serial_number = f"HQSIM{secrets.randbelow(10**6):06d}"
-        simulator = VeDirectSimulator(model, serial_number=serial_number)
-        await simulator.start()
-        try:
-            result = await async_probe(simulator.port)
-        finally:
-            await simulator.stop()
-        await self.async_set_unique_id(f"simulated_{serial_number}")
-        self._abort_if_unique_id_configured()
-        return self.async_create_entry(
-            title=f"Simulated {result.title}",
-            data={
-                CONF_DEVICE: DeviceKind.VEDIRECT.value,
-                CONF_PORT: "",
-                CONF_SIMULATED: model,
-                CONF_SERIAL_NUMBER: serial_number,
-                CONF_FAMILY: result.family.value,
-            },
-        )
-
-    async def async_step_usb(self, discovery_info: UsbServiceInfo) -> ConfigFlowResult:
-        """A VE.Direct cable was plugged in: test it and offer to add the device."""
-        port = await self.hass.async_add_executor_job(usb.get_serial_by_id, discovery_info.device)
-        for entry in self._async_current_entries(include_ignore=False):
-            if entry.data.get(CONF_PORT) in (port, discovery_info.device):
-                return self.async_abort(reason="already_configured")
-        try:
-            result = await async_probe(port)
-        except ProbeError as err:
-            return self.async_abort(reason=err.reason)
-        await self.async_set_unique_id(_unique_id(result, port))
-        self._abort_if_unique_id_configured(updates={CONF_PORT: port})
-        self._port, self._probe = port, result
-        self.context["title_placeholders"] = {"name": result.title}
-        return await self.async_step_usb_confirm()
-
-    async def async_step_usb_confirm(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Ask before adding a discovered device."""
-        assert self._port is not None
-        assert self._probe is not None
-        if user_input is not None:
-            return await self._async_finish(self._port, self._probe)
-        self._set_confirm_only()
-        return self.async_show_form(
-            step_id="usb_confirm",
-            description_placeholders={"name": self._probe.title, "port": self._port},
-        )
-
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Move an entry to another port; the device there must be the same device.
+        """Each kind has its own reconfigure steps; a simulated device says it cannot move.
 
-        Each kind has its own reconfigure steps; this one is VE.Direct's. A simulated device
-        has no connection to change (a Bluetooth one says so in its own words).
+        VE.Direct's form is this step itself, so its answer is handed on too.
         """
-        entry = self._get_reconfigure_entry()
-        kind = entry.data.get(CONF_DEVICE)
-        if kind == DeviceKind.VICTRON_BLE:
-            return await self.async_step_victron_ble_reconfigure()
-        if entry.data.get(CONF_SIMULATED):
-            return self.async_abort(reason="simulated_fixed")
-        if kind == DeviceKind.SUNNY_BOY:
-            return await self.async_step_sunny_boy_reconfigure()
-        if kind == DeviceKind.SERIAL_BMS:
-            return await self.async_step_serial_bms_reconfigure()
-        if kind == DeviceKind.SUNNY_ISLAND:
-            return await self.async_step_sunny_island_reconfigure()
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            port = user_input[CONF_PORT]
-            if port == PORT_MANUAL:
-                return await self.async_step_reconfigure_manual()
-            return await self._async_reconfigure_to(entry, port, errors, "reconfigure")
-        options = await async_port_options(self.hass)
-        return self.async_show_form(
-            step_id="reconfigure",
-            data_schema=_port_schema(options, entry.data.get(CONF_PORT)),
-            errors=errors,
-        )
-
-    async def async_step_reconfigure_manual(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Type the new port path."""
-        entry = self._get_reconfigure_entry()
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            return await self._async_reconfigure_to(
-                entry, user_input[CONF_PORT].strip(), errors, "reconfigure_manual"
-            )
-        return self.async_show_form(
-            step_id="reconfigure_manual",
-            data_schema=vol.Schema({vol.Required(CONF_PORT): str}),
-            errors=errors,
-        )
-
-    async def _async_reconfigure_to(
-        self, entry: ConfigEntry, port: str, errors: dict[str, str], step_id: str
-    ) -> ConfigFlowResult:
-        result = await self._async_try_probe(port, errors)
-        if result is None:
-            schema = (
-                _port_schema(await async_port_options(self.hass), port)
-                if step_id == "reconfigure"
-                else vol.Schema({vol.Required(CONF_PORT, default=port): str})
-            )
-            return self.async_show_form(step_id=step_id, data_schema=schema, errors=errors)
-        await self.async_set_unique_id(_unique_id(result, port))
-        if result.serial_number is not None:
-            self._abort_if_unique_id_mismatch(reason="wrong_device")
-        return async_update_entry_and_abort(
-            self, entry, unique_id=entry.unique_id, data_updates={CONF_PORT: port}
-        )
+        kind = _entry_kind(self._get_reconfigure_entry())
+        step = getattr(self, f"async_step_{kind.kind.value}_reconfigure")
+        result: ConfigFlowResult = await step(user_input)
+        return result
 
 
-class VeDirectOptionsFlow(OptionsFlow):
-    """Battery-sense forwarding for an MPPT: from a battery monitor entry or any HA sensors."""
-
-    def __init__(self) -> None:
-        """Nothing chosen yet."""
-        self._options: dict[str, Any] = {}
-
-    def _monitor_entries(self) -> list[selector.SelectOptionDict]:
-        return [
-            selector.SelectOptionDict(value=entry.entry_id, label=entry.title)
-            for entry in self.hass.config_entries.async_entries(DOMAIN)
-            if entry.data.get(CONF_FAMILY) == DeviceFamily.BATTERY_MONITOR.value
-        ]
-
-    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Choose the forwarding source and when it counts as stale."""
-        if user_input is not None:
-            self._options = {
-                CONF_FORWARD_SOURCE: user_input[CONF_FORWARD_SOURCE],
-                CONF_STALE_AFTER: float(user_input[CONF_STALE_AFTER]),
-            }
-            if user_input[CONF_FORWARD_SOURCE] == FORWARD_ENTITIES:
-                return await self.async_step_entities()
-            return self.async_create_entry(data=self._options)
-        current = self.config_entry.options
-        sources = [
-            selector.SelectOptionDict(value=FORWARD_NONE, label="Off"),
-            *self._monitor_entries(),
-            selector.SelectOptionDict(value=FORWARD_ENTITIES, label="Home Assistant sensors"),
-        ]
-        schema = vol.Schema(
-            {
-                vol.Required(
-                    CONF_FORWARD_SOURCE, default=current.get(CONF_FORWARD_SOURCE, FORWARD_NONE)
-                ): selector.SelectSelector(selector.SelectSelectorConfig(options=sources)),
-                vol.Required(
-                    CONF_STALE_AFTER, default=current.get(CONF_STALE_AFTER, DEFAULT_STALE_AFTER)
-                ): selector.NumberSelector(
-                    selector.NumberSelectorConfig(
-                        min=3,
-                        max=600,
-                        step=1,
-                        unit_of_measurement="s",
-                        mode=selector.NumberSelectorMode.BOX,
-                    )
-                ),
-            }
-        )
-        return self.async_show_form(step_id="init", data_schema=schema)
-
-    async def async_step_entities(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Pick the voltage and/or temperature sensors to forward."""
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            if not user_input.get(CONF_FORWARD_VOLTAGE_ENTITY) and not user_input.get(
-                CONF_FORWARD_TEMPERATURE_ENTITY
-            ):
-                errors["base"] = "no_entity"
-            else:
-                return self.async_create_entry(data={**self._options, **user_input})
-        current = self.config_entry.options
-        schema = vol.Schema(
-            {
-                vol.Optional(
-                    CONF_FORWARD_VOLTAGE_ENTITY,
-                    description={"suggested_value": current.get(CONF_FORWARD_VOLTAGE_ENTITY)},
-                ): selector.EntitySelector(
-                    selector.EntitySelectorConfig(domain="sensor", device_class="voltage")
-                ),
-                vol.Optional(
-                    CONF_FORWARD_TEMPERATURE_ENTITY,
-                    description={"suggested_value": current.get(CONF_FORWARD_TEMPERATURE_ENTITY)},
-                ): selector.EntitySelector(
-                    selector.EntitySelectorConfig(domain="sensor", device_class="temperature")
-                ),
-            }
-        )
-        return self.async_show_form(step_id="entities", data_schema=schema, errors=errors)
+BridgeConfigFlow: type[BridgeFlowBase] = type(
+    "BridgeConfigFlow",
+    (*(getattr(FLOWS[kind.kind], kind.flow) for kind in KINDS), BridgeFlowBase),
+    {
+        "__module__": __name__,
+        "__doc__": "Config flow of the integration: a menu of kinds, each with its own steps.",
+    },
+    domain=DOMAIN,
+)

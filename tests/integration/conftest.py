@@ -14,7 +14,7 @@ from custom_components.sma_victron_bridge.const import (
     CONF_SERIAL_NUMBER,
     DOMAIN,
 )
-from custom_components.sma_victron_bridge.devices import vedirect as vedirect_device
+from custom_components.sma_victron_bridge.devices.vedirect import runtime as vedirect_device
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
 MPPT_SERIAL = "HQ2101TEST1"

@@ -19,12 +19,6 @@ from homeassistant.helpers.service_info.usb import UsbServiceInfo
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.sma_victron_bridge.config_flow_kinds import (
-    CONF_GUARD_TIME,
-    CONF_SOURCE_INVERT_CURRENT,
-    DEFAULT_GUARD_TIME,
-    cell_counts_text,
-)
 from custom_components.sma_victron_bridge.const import (
     CONF_FORWARD_SOURCE,
     CONF_FORWARD_TEMPERATURE_ENTITY,
@@ -34,6 +28,12 @@ from custom_components.sma_victron_bridge.const import (
     CONF_SIMULATED,
     CONF_STALE_AFTER,
     DOMAIN,
+)
+from custom_components.sma_victron_bridge.devices.sunny_island.flow import (
+    CONF_GUARD_TIME,
+    CONF_SOURCE_INVERT_CURRENT,
+    DEFAULT_GUARD_TIME,
+    cell_counts_text,
 )
 from custom_components.sma_victron_bridge.simulators.slcan import SlcanAdapter
 from custom_components.sma_victron_bridge.simulators.sunny_island import SunnyIslandSimulator
@@ -185,13 +185,13 @@ async def test_simulated_step_offers_every_simulator(hass: HomeAssistant) -> Non
         "serial_bms_ant",
         "serial_bms_jbd_up",
         "sunny_island",
+        "sunny_boy_speedwire",
+        "sunny_boy_bluetooth",
         "victron_ble_solar",
         "victron_ble_battery_monitor",
         "victron_ble_dcdc",
         "victron_ble_inverter",
         "victron_ble_ve_bus",
-        "sunny_boy_speedwire",
-        "sunny_boy_bluetooth",
     ]
     options = EN["selector"]["simulated_device"]["options"]
     assert set(options) == set(select_values(result, "simulated_device"))
@@ -604,7 +604,7 @@ async def test_sunny_island_battery_accepts_only_packs_that_fit(hass: HomeAssist
 
 async def test_sunny_island_entities_step_stores_inverted_current(hass: HomeAssistant) -> None:
     """A current sensor that counts discharging as positive is flagged for the runtime."""
-    from custom_components.sma_victron_bridge.devices import sunny_island
+    from custom_components.sma_victron_bridge.devices.sunny_island import runtime as sunny_island
 
     assert sunny_island.CONF_SOURCE_INVERT_CURRENT == CONF_SOURCE_INVERT_CURRENT
     hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})
@@ -661,7 +661,7 @@ async def test_sunny_island_options_new_settings_guard_time_and_temperature(
     hass: HomeAssistant,
 ) -> None:
     """The options offer every tuned setting, the no-temperature consent and the guard time."""
-    from custom_components.sma_victron_bridge.devices import sunny_island
+    from custom_components.sma_victron_bridge.devices.sunny_island import runtime as sunny_island
 
     assert sunny_island.CONF_GUARD_TIME == CONF_GUARD_TIME
     hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})

@@ -16,7 +16,7 @@ from custom_components.sma_victron_bridge.const import (
     CONF_STALE_AFTER,
     DOMAIN,
 )
-from custom_components.sma_victron_bridge.devices.vedirect_forward import stale_issue_id
+from custom_components.sma_victron_bridge.devices.vedirect.forward import stale_issue_id
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
 from .conftest import vedirect_entry

@@ -38,30 +38,28 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.sma_victron_bridge import (
-    async_remove_config_entry_device,
-    config_flow_sunny_boy,
-)
+from custom_components.sma_victron_bridge import async_remove_config_entry_device
 from custom_components.sma_victron_bridge.const import DOMAIN
-from custom_components.sma_victron_bridge.devices import (
-    sunny_boy as sunny_boy_device,
-    sunny_boy_link,
-    sunny_boy_statistics,
-)
 from custom_components.sma_victron_bridge.devices.base import PushCoordinator
-from custom_components.sma_victron_bridge.devices.sunny_boy_link import (
+from custom_components.sma_victron_bridge.devices.sunny_boy import (
+    flow as config_flow_sunny_boy,
+    link as sunny_boy_link,
+    runtime as sunny_boy_device,
+    statistics as sunny_boy_statistics,
+)
+from custom_components.sma_victron_bridge.devices.sunny_boy.link import (
     LinkConfig,
     SunnyBoyProbeError,
     async_probe_sunny_boy,
 )
-from custom_components.sma_victron_bridge.devices.sunny_boy_plant import (
+from custom_components.sma_victron_bridge.devices.sunny_boy.plant import (
     InverterView,
     PlantMember,
     async_add_member_entities,
     async_update_member_device,
     sensor_platform,
 )
-from custom_components.sma_victron_bridge.devices.sunny_boy_statistics import (
+from custom_components.sma_victron_bridge.devices.sunny_boy.statistics import (
     HourlyYield,
     daily_rows_before,
     hourly_yield,
@@ -1157,7 +1155,7 @@ def test_hourly_yield_rules() -> None:
 
 
 def test_string_sensor_of_a_missing_string_is_unknown() -> None:
-    from custom_components.sma_victron_bridge.devices.sunny_boy_entities import SENSORS
+    from custom_components.sma_victron_bridge.devices.sunny_boy.entities import SENSORS
     from custom_components.sma_victron_bridge.protocols.sma_client import SpotValues
 
     third = next(d for d in SENSORS if d.key == "dc_power_3")

@@ -19,9 +19,11 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import selector
 import pytest
 
-from custom_components.sma_victron_bridge import config_flow_sunny_boy
-from custom_components.sma_victron_bridge.devices import sunny_boy_bluez
-from custom_components.sma_victron_bridge.devices.sunny_boy_bluez import (
+from custom_components.sma_victron_bridge.devices.sunny_boy import (
+    bluez as sunny_boy_bluez,
+    flow as config_flow_sunny_boy,
+)
+from custom_components.sma_victron_bridge.devices.sunny_boy.bluez import (
     ClassicDevice,
     async_discover_classic_devices,
     async_get_managed_objects,

@@ -24,7 +24,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sma_victron_bridge.const import DOMAIN
-from custom_components.sma_victron_bridge.devices.sunny_island import stale_issue_id
+from custom_components.sma_victron_bridge.devices.sunny_island.runtime import stale_issue_id
 from custom_components.sma_victron_bridge.protocols.sma_can import AlarmItem
 from custom_components.sma_victron_bridge.simulators.bms import JbdSimulator
 from custom_components.sma_victron_bridge.simulators.slcan import SlcanAdapter

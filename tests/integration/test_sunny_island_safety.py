@@ -24,8 +24,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sma_victron_bridge.const import DOMAIN
 from custom_components.sma_victron_bridge.control.charge import ChargeState
-from custom_components.sma_victron_bridge.devices import sunny_island as sunny_island_device
-from custom_components.sma_victron_bridge.devices.sunny_island import (
+from custom_components.sma_victron_bridge.devices.sunny_island import runtime as sunny_island_device
+from custom_components.sma_victron_bridge.devices.sunny_island.runtime import (
     guard_issue_id,
     missing_issue_id,
     sign_issue_id,

@@ -22,7 +22,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sma_victron_bridge.control.snapshot import BatterySnapshot
-from custom_components.sma_victron_bridge.devices import vedirect as vedirect_device
+from custom_components.sma_victron_bridge.devices.vedirect import runtime as vedirect_device
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 from tests.integration.devices import find_device
 

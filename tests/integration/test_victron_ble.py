@@ -64,13 +64,15 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.sma_victron_bridge import config_flow_ble
 from custom_components.sma_victron_bridge.config_flow import BridgeConfigFlow
-from custom_components.sma_victron_bridge.config_flow_kinds import battery_sources
 from custom_components.sma_victron_bridge.const import DOMAIN
 from custom_components.sma_victron_bridge.control.snapshot import BatterySnapshot
-from custom_components.sma_victron_bridge.devices import victron_ble as ble_device
+from custom_components.sma_victron_bridge.devices.sunny_island.flow import battery_sources
 from custom_components.sma_victron_bridge.devices.victron_ble import (
+    flow as config_flow_ble,
+    runtime as ble_device,
+)
+from custom_components.sma_victron_bridge.devices.victron_ble.runtime import (
     GattState,
     VictronBleRuntime,
 )

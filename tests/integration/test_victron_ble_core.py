@@ -12,7 +12,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sma_victron_bridge.const import DOMAIN
-from custom_components.sma_victron_bridge.devices.victron_ble_core import (
+from custom_components.sma_victron_bridge.devices.victron_ble.core import (
     CORE_DOMAIN,
     core_key,
 )

@@ -158,3 +158,12 @@ class DeviceRuntime(ABC):
     def _async_publish_snapshot(self, snapshot: BatterySnapshot) -> None:
         for listener in list(self._snapshot_listeners):
             listener(snapshot)
+
+
+class ProbeError(Exception):
+    """The device on the port did not answer as its kind should; ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        """``reason`` is a config-flow error key."""
+        super().__init__(reason)
+        self.reason = reason

@@ -27,9 +27,9 @@ from homeassistant.const import (
     UnitOfTime,
 )
 
-from ..binary_sensor import BridgeBinarySensorEntityDescription
-from ..protocols import vedirect_fields
-from ..protocols.victron_ble import (
+from ...binary_sensor import BridgeBinarySensorEntityDescription
+from ...protocols import vedirect_fields
+from ...protocols.victron_ble import (
     AC_IN_STATES,
     ALARM_NOTIFICATIONS,
     ALARM_REASONS,
@@ -53,13 +53,13 @@ from ..protocols.victron_ble import (
     VEBUS_STATES,
     flag_names,
 )
-from ..protocols.victron_gatt import CAPABILITY_LOAD_OUTPUT
-from ..select import BridgeSelectEntityDescription
-from ..sensor import BridgeSensorEntityDescription
-from .vedirect_registers import LOAD_OUTPUT_OPTIONS
+from ...protocols.victron_gatt import CAPABILITY_LOAD_OUTPUT
+from ...select import BridgeSelectEntityDescription
+from ...sensor import BridgeSensorEntityDescription
+from ..vedirect.registers import LOAD_OUTPUT_OPTIONS
 
 if TYPE_CHECKING:
-    from .victron_ble import VictronBleData, VictronBleRuntime
+    from .runtime import VictronBleData, VictronBleRuntime
 
 UNKNOWN = "unknown"
 NONE_OPTION = "none"

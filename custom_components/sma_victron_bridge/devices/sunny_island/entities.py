@@ -27,16 +27,16 @@ from homeassistant.const import (
     UnitOfTime,
 )
 
-from ..binary_sensor import BridgeBinarySensorEntityDescription
-from ..button import BridgeButtonEntityDescription
-from ..control.charge import ChargeMode, ChargeState
-from ..control.limits import Reason
-from ..number import BridgeNumberEntityDescription
-from ..select import BridgeSelectEntityDescription
-from ..sensor import BridgeSensorEntityDescription
+from ...binary_sensor import BridgeBinarySensorEntityDescription
+from ...button import BridgeButtonEntityDescription
+from ...control.charge import ChargeMode, ChargeState
+from ...control.limits import Reason
+from ...number import BridgeNumberEntityDescription
+from ...select import BridgeSelectEntityDescription
+from ...sensor import BridgeSensorEntityDescription
 
 if TYPE_CHECKING:
-    from .sunny_island import SunnyIslandData, SunnyIslandRuntime
+    from .runtime import SunnyIslandData, SunnyIslandRuntime
 
 DIAG = EntityCategory.DIAGNOSTIC
 OPERATING_STATES = {0: "standby", 1: "operating", 3: "warning", 4: "failure"}

@@ -20,8 +20,22 @@ from homeassistant.config_entries import ConfigEntry, ConfigFlow, ConfigFlowResu
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import selector
 
-from .const import CONF_ADDRESS, CONF_DEVICE, CONF_SIMULATED, DeviceKind
-from .devices.victron_ble import (
+from ...const import CONF_ADDRESS, CONF_DEVICE, CONF_SIMULATED, DeviceKind
+from ...flow_helpers import async_update_entry_and_abort
+from ...protocols import ProtocolError
+from ...protocols.victron_ble import (
+    MANUFACTURER_ID,
+    MODEL_LAYOUT_OVERRIDES,
+    RECORD_KEYS,
+    AdvertHeader,
+    KeyMismatch,
+    decode_advertisement,
+    parse_header,
+    plausible,
+)
+from ...schema import vol
+from .core import core_entry
+from .runtime import (
     CONF_GATT,
     CONF_GATT_INTERVAL,
     CONF_KEY,
@@ -32,20 +46,6 @@ from .devices.victron_ble import (
     gatt_capable,
     model_name,
 )
-from .devices.victron_ble_core import core_entry
-from .flow_helpers import async_update_entry_and_abort
-from .protocols import ProtocolError
-from .protocols.victron_ble import (
-    MANUFACTURER_ID,
-    MODEL_LAYOUT_OVERRIDES,
-    RECORD_KEYS,
-    AdvertHeader,
-    KeyMismatch,
-    decode_advertisement,
-    parse_header,
-    plausible,
-)
-from .schema import vol
 
 # How many advertisements with different nonces a key must decrypt, and how long to wait for
 # them (devices advertise about once a second; a single good one is accepted at the deadline).
@@ -54,6 +54,9 @@ KEY_CHECK_TIMEOUT: Final = 10.0
 
 _KEY_PATTERN: Final = re.compile(r"[0-9a-f]{32}")
 _KEY_SEPARATORS: Final = re.compile(r"[\s:-]")
+
+SIMULATED: dict[str, str] = {f"victron_ble_{name}": name for name in SIMULATED_MODELS}
+"""The simulated-device menu's Bluetooth choices and the simulated model of each."""
 
 
 def normalize_key(text: str) -> str | None:
@@ -163,7 +166,7 @@ class VictronBleFlow(ConfigFlow):
         if header is None:
             return self.async_abort(reason="not_supported")
         if core_entry(self.hass, discovery_info.address) is not None:
-            # Set up in HA's own victron_ble: not offered twice (devices/victron_ble_core.py).
+            # Set up in HA's own victron_ble: not offered twice (devices/victron_ble/core.py).
             return self.async_abort(reason="configured_in_core")
         await self.async_set_unique_id(discovery_info.address)
         self._abort_if_unique_id_configured()
@@ -245,6 +248,9 @@ class VictronBleFlow(ConfigFlow):
             return None, "invalid_key_format"
         error = await async_check_key(self.hass, address, bytes.fromhex(key))
         return (key, "") if error is None else (None, error)
+
+    async def _async_start_simulated_victron_ble(self, choice: str) -> ConfigFlowResult:
+        return await self._async_create_simulated_ble(SIMULATED[choice])
 
     async def _async_create_simulated_ble(self, name: str) -> ConfigFlowResult:
         """A simulated device with a random address and key, fed by the built-in advertiser.

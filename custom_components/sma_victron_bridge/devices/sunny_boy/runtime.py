@@ -8,7 +8,7 @@ coordinator does that). Reconnects back off up to a few minutes, which is plenty
 sunrise.
 
 After the first connection, after every reconnect and at least daily, the inverter's 5-minute
-yield archive is imported into long-term statistics (see :mod:`.sunny_boy_statistics`).
+yield archive is imported into long-term statistics (see :mod:`.statistics`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,15 @@ from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.util import dt as dt_util
 
-from ..const import CONF_POLL_INTERVAL, CONF_SERIAL_NUMBER, CONF_SIMULATED, DOMAIN, MANUFACTURER_SMA
-from ..protocols.sma_bt import Endpoint
-from ..protocols.sma_client import (
+from ...const import (
+    CONF_POLL_INTERVAL,
+    CONF_SERIAL_NUMBER,
+    CONF_SIMULATED,
+    DOMAIN,
+    MANUFACTURER_SMA,
+)
+from ...protocols.sma_bt import Endpoint
+from ...protocols.sma_client import (
     DeviceInfo as InverterInfo,
     FirmwareTooOld,
     InverterBusy,
@@ -46,16 +52,16 @@ from ..protocols.sma_client import (
     SunnyBoyClient,
     WrongPassword,
 )
-from ..protocols.sma_transport import BluetoothUnavailable
-from ..runtime import BridgeConfigEntry
-from ..simulators.day_clock import shared_day_clock
-from ..simulators.sunny_boy import SunnyBoySimulator
-from . import sunny_boy_link as link_settings, sunny_boy_statistics as stats
-from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
-from .registry import async_entry_device
-from .simulation import sun_time_scale
-from .sunny_boy_entities import SENSORS
-from .sunny_boy_link import (
+from ...protocols.sma_transport import BluetoothUnavailable
+from ...runtime import BridgeConfigEntry
+from ...simulators.day_clock import shared_day_clock
+from ...simulators.sunny_boy import SunnyBoySimulator
+from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from ..registry import async_entry_device
+from ..simulation import sun_time_scale
+from . import link as link_settings, statistics as stats
+from .entities import SENSORS
+from .link import (
     CONF_HISTORY_DAYS,
     CONF_MODEL,
     CONF_PASSWORD,
@@ -68,7 +74,7 @@ from .sunny_boy_link import (
     UNREACHABLE,
     LinkConfig,
 )
-from .sunny_boy_plant import (
+from .plant import (
     InverterView,
     PlantMember,
     async_add_member_entities,
@@ -162,7 +168,7 @@ class SunnyBoyRuntime(DeviceRuntime):
     """One inverter (or a plant of several): polling, reconnecting, importing yield history.
 
     The entry's device is the inverter it was set up with; further inverters of a NetID > 1
-    plant get devices of their own (see :mod:`.sunny_boy_plant`).
+    plant get devices of their own (see :mod:`.plant`).
     """
 
     platforms = (Platform.SENSOR,)

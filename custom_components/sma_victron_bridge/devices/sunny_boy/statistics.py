@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
-from ..const import DOMAIN
+from ...const import DOMAIN
 
 if TYPE_CHECKING:
     from homeassistant.components.recorder.models import StatisticData, StatisticMetaData

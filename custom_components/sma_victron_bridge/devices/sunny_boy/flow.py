@@ -18,7 +18,7 @@ from typing import Any
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.helpers import selector
 
-from .const import (
+from ...const import (
     CONF_DEVICE,
     CONF_POLL_INTERVAL,
     CONF_PORT,
@@ -26,9 +26,14 @@ from .const import (
     CONF_SIMULATED,
     DeviceKind,
 )
-from .devices import sunny_boy_bluez
-from .devices.sunny_boy_bluez import ClassicDevice
-from .devices.sunny_boy_link import (
+from ...flow_helpers import async_update_entry_and_abort
+from ...protocols.sma_client import DeviceInfo as InverterInfo
+from ...protocols.sma_transport import bluetooth_available
+from ...schema import vol
+from ...simulators.sunny_boy import SunnyBoySimulator
+from . import bluez
+from .bluez import ClassicDevice
+from .link import (
     CONF_BT_ADDRESS,
     CONF_HISTORY_DAYS,
     CONF_HOST,
@@ -51,13 +56,13 @@ from .devices.sunny_boy_link import (
     normalize_bt_address,
     title_for,
 )
-from .flow_helpers import async_update_entry_and_abort
-from .protocols.sma_client import DeviceInfo as InverterInfo
-from .protocols.sma_transport import bluetooth_available
-from .schema import vol
-from .simulators.sunny_boy import SunnyBoySimulator
 
 SIMULATED_SERIAL_BASE = 2_130_000_000
+SIMULATED: dict[str, str] = {
+    "sunny_boy_speedwire": TRANSPORT_SPEEDWIRE,
+    "sunny_boy_bluetooth": TRANSPORT_BLUETOOTH,
+}
+"""The simulated-device menu's Sunny Boy choices and the transport each entry then uses."""
 
 
 def _select(options: list[str], translation_key: str) -> selector.SelectSelector:
@@ -181,7 +186,7 @@ class SunnyBoyFlow(ConfigFlow):
         """
         devices: list[ClassicDevice] | None = getattr(self, "_sunny_boy_devices", None)
         if devices is None:  # asked once per flow, not again for every submitted form
-            devices = await sunny_boy_bluez.async_discover_classic_devices()
+            devices = await bluez.async_discover_classic_devices()
             self._sunny_boy_devices = devices
         return await self._async_link_step(
             "sunny_boy_bluetooth", TRANSPORT_BLUETOOTH, user_input, _address_schema(None, devices)
@@ -220,6 +225,9 @@ class SunnyBoyFlow(ConfigFlow):
             data_schema=self.add_suggested_values_to_schema(schema, user_input),
             errors=errors,
         )
+
+    async def _async_start_simulated_sunny_boy(self, choice: str) -> ConfigFlowResult:
+        return await self._async_create_simulated_sunny_boy(SIMULATED[choice])
 
     async def _async_create_simulated_sunny_boy(self, transport: str) -> ConfigFlowResult:
         """Start the built-in inverter and log on to it like to a real one.

@@ -24,10 +24,10 @@ from homeassistant.const import (
     UnitOfTime,
 )
 
-from ..sensor import BridgeSensorEntityDescription
+from ...sensor import BridgeSensorEntityDescription
 
 if TYPE_CHECKING:
-    from .sunny_boy import SunnyBoyData
+    from .runtime import SunnyBoyData
 
 PHASES: Final = ("l1", "l2", "l3")
 MAX_STRINGS: Final = 3

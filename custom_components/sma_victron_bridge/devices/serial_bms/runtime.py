@@ -22,7 +22,7 @@ from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 
-from ..const import (
+from ...const import (
     CONF_ADDRESS,
     CONF_INVERT_CURRENT,
     CONF_POLL_INTERVAL,
@@ -34,11 +34,11 @@ from ..const import (
     DEFAULT_POLL_INTERVAL,
     DOMAIN,
 )
-from ..control.charge import ChargeController, ChargeDecision
-from ..control.energy import EnergyIntegrator
-from ..control.snapshot import BatterySnapshot
-from ..protocols import ProtocolError, jbd_up
-from ..protocols.bms_client import (
+from ...control.charge import ChargeController, ChargeDecision
+from ...control.energy import EnergyIntegrator
+from ...control.snapshot import BatterySnapshot
+from ...protocols import ProtocolError, jbd_up
+from ...protocols.bms_client import (
     BmsChecksumError,
     BmsInfo,
     BmsNotDetected,
@@ -47,14 +47,14 @@ from ..protocols.bms_client import (
     SerialBmsClient,
     detect_protocol,
 )
-from ..protocols.bms_common import BmsReading
-from ..runtime import BridgeConfigEntry
-from ..simulators.bms import AntSimulator, DalySimulator, JbdSimulator, JbdUpSimulator
-from ..simulators.day_clock import demo_start_time_of_day
-from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
-from .charge_settings import settings_from_entry
-from .serial_bms_entities import BINARY_SENSORS, SENSORS, SWITCHES
-from .simulation import sun_time_scale
+from ...protocols.bms_common import BmsReading
+from ...runtime import BridgeConfigEntry
+from ...simulators.bms import AntSimulator, DalySimulator, JbdSimulator, JbdUpSimulator
+from ...simulators.day_clock import demo_start_time_of_day
+from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from ..charge_settings import settings_from_entry
+from ..simulation import sun_time_scale
+from .entities import BINARY_SENSORS, SENSORS, SWITCHES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ async def async_probe_bms(
     JBD UP pack address when an entry is checked again); ``pack_address`` is the JBD UP pack
     address a form asked for, which detection tries and which a chosen JBD UP protocol uses.
     """
-    from .vedirect import ProbeError
+    from ..base import ProbeError
 
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):

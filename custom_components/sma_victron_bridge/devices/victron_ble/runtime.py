@@ -43,10 +43,10 @@ from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.event import async_track_time_interval
 
-from ..const import CONF_ADDRESS, CONF_SIMULATED, DOMAIN, MANUFACTURER_VICTRON
-from ..control.snapshot import BatterySnapshot
-from ..protocols import ProtocolError
-from ..protocols.victron_ble import (
+from ...const import CONF_ADDRESS, CONF_SIMULATED, DOMAIN, MANUFACTURER_VICTRON
+from ...control.snapshot import BatterySnapshot
+from ...protocols import ProtocolError
+from ...protocols.victron_ble import (
     ALARM_REASONS,
     MANUFACTURER_ID,
     MODEL_LAYOUT_OVERRIDES,
@@ -62,7 +62,7 @@ from ..protocols.victron_ble import (
     flag_names,
     parse_header,
 )
-from ..protocols.victron_gatt import (
+from ...protocols.victron_gatt import (
     DEFAULT_VREGS,
     VREG_CAPABILITIES,
     VREG_LOAD_CONTROL,
@@ -74,15 +74,15 @@ from ..protocols.victron_gatt import (
     SmartShuntSession,
     SmartSolarSession,
 )
-from ..runtime import BridgeConfigEntry
-from ..simulators.day_clock import demo_start_time_of_day
-from ..simulators.victron_ble import FakeSmartShuntPeer, FakeVictronGattPeer, VictronAdvertiser
-from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
-from .registry import async_entry_device
-from .simulation import sun_time_scale
-from .vedirect_registers import LOAD_OUTPUT_OPTIONS
-from .victron_ble_core import async_withdraw_core_discovery
-from .victron_ble_entities import BINARY_SENSORS, SELECTS, SENSORS
+from ...runtime import BridgeConfigEntry
+from ...simulators.day_clock import demo_start_time_of_day
+from ...simulators.victron_ble import FakeSmartShuntPeer, FakeVictronGattPeer, VictronAdvertiser
+from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from ..registry import async_entry_device
+from ..simulation import sun_time_scale
+from ..vedirect.registers import LOAD_OUTPUT_OPTIONS
+from .core import async_withdraw_core_discovery
+from .entities import BINARY_SENSORS, SELECTS, SENSORS
 
 if TYPE_CHECKING:
     from bleak import BleakClient
@@ -264,6 +264,11 @@ def async_forget_simulated_scanner(hass: HomeAssistant, entry: BridgeConfigEntry
     """Drop the advertisement history Home Assistant keeps for a removed simulated device."""
     if entry.data.get(CONF_SIMULATED):
         bluetooth.async_remove_scanner(hass, simulated_scanner_source(entry.data[CONF_ADDRESS]))
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+    """A removed simulated device leaves no radio behind."""
+    async_forget_simulated_scanner(hass, entry)
 
 
 class SimulatedScanner(bluetooth.BaseHaRemoteScanner):

@@ -35,7 +35,7 @@ from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.storage import Store
 
-from ..const import (
+from ...const import (
     CONF_BITRATE,
     CONF_CAN_CHANNEL,
     CONF_CAN_INTERFACE,
@@ -50,13 +50,13 @@ from ..const import (
     MANUFACTURER_SMA,
     SOURCE_ENTITIES,
 )
-from ..control.charge import ChargeController, ChargeDecision, ChargeMode, MissingData
-from ..control.chemistry import ChargeSettings, UnsafeSetting
-from ..control.energy import EnergyIntegrator
-from ..control.snapshot import BatterySnapshot
-from ..protocols import ProtocolError
-from ..protocols.can_link import DEFAULT_GUARD_TIME, CanConfig, CanLink, CanLinkError
-from ..protocols.sma_can import (
+from ...control.charge import ChargeController, ChargeDecision, ChargeMode, MissingData
+from ...control.chemistry import ChargeSettings, UnsafeSetting
+from ...control.energy import EnergyIntegrator
+from ...control.snapshot import BatterySnapshot
+from ...protocols import ProtocolError
+from ...protocols.can_link import DEFAULT_GUARD_TIME, CanConfig, CanLink, CanLinkError
+from ...protocols.sma_can import (
     ID_BATTERY,
     SI_FRAME_IDS,
     AlarmItem as SmaAlarm,
@@ -66,14 +66,14 @@ from ..protocols.sma_can import (
     encode_bms_frames,
     safe_bms_frames,
 )
-from ..runtime import BridgeConfigEntry
-from ..simulators.day_clock import demo_start_time_of_day
-from ..simulators.sunny_island import SunnyIslandSimulator
-from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
-from .battery_source import BatterySource, EntitiesBatterySource, EntityIds, EntryBatterySource
-from .charge_settings import settings_from_entry
-from .simulation import sun_time_scale
-from .sunny_island_entities import BINARY_SENSORS, BUTTONS, NUMBERS, SELECTS, SENSORS
+from ...runtime import BridgeConfigEntry
+from ...simulators.day_clock import demo_start_time_of_day
+from ...simulators.sunny_island import SunnyIslandSimulator
+from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from ..battery_source import BatterySource, EntitiesBatterySource, EntityIds, EntryBatterySource
+from ..charge_settings import settings_from_entry
+from ..simulation import sun_time_scale
+from .entities import BINARY_SENSORS, BUTTONS, NUMBERS, SELECTS, SENSORS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -140,6 +140,11 @@ def store_key(entry_id: str) -> str:
 async def async_remove_store(hass: HomeAssistant, entry_id: str) -> None:
     """Delete the saved charge state of a removed entry (it would never be read again)."""
     await Store[dict[str, Any]](hass, STORE_VERSION, store_key(entry_id)).async_remove()
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
+    """A removed Sunny Island entry leaves no charge history behind."""
+    await async_remove_store(hass, entry.entry_id)
 
 
 def guard_time_from_entry(entry: BridgeConfigEntry) -> float:
@@ -848,7 +853,7 @@ class SunnyIslandRuntime(DeviceRuntime):
 
 async def async_probe_si(hass: HomeAssistant, config: CanConfig, wait: float = 5.0) -> None:
     """Open the bus and wait for the Sunny Island's own broadcasts; raise ProbeError."""
-    from .vedirect import ProbeError
+    from ..base import ProbeError
 
     heard = asyncio.Event()
 

@@ -18,10 +18,10 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_track_time_interval
 
-from ..const import DOMAIN
-from ..control.forwarding import ForwardSchedule, ForwardState, SenseWrite
-from ..protocols import ProtocolError
-from .battery_source import BatterySource
+from ...const import DOMAIN
+from ...control.forwarding import ForwardSchedule, ForwardState, SenseWrite
+from ...protocols import ProtocolError
+from ..battery_source import BatterySource
 
 _LOGGER = logging.getLogger(__name__)
 TICK = timedelta(seconds=1)

@@ -15,16 +15,16 @@ import re
 import socket
 from typing import Any, Final
 
-from ..const import CONF_PORT
-from ..protocols import ProtocolError
-from ..protocols.sma_client import (
+from ...const import CONF_PORT
+from ...protocols import ProtocolError
+from ...protocols.sma_client import (
     DeviceInfo as InverterInfo,
     FirmwareTooOld,
     InverterBusy,
     SunnyBoyClient,
     WrongPassword,
 )
-from ..protocols.sma_transport import (
+from ...protocols.sma_transport import (
     BluetoothUnavailable,
     PacketTransport,
     RfcommTransport,

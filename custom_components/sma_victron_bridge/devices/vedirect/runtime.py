@@ -25,7 +25,7 @@ from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.event import async_track_time_interval
 
-from ..const import (
+from ...const import (
     CONF_FORWARD_SOURCE,
     CONF_FORWARD_TEMPERATURE_ENTITY,
     CONF_FORWARD_VOLTAGE_ENTITY,
@@ -40,12 +40,12 @@ from ..const import (
     FORWARD_NONE,
     MANUFACTURER_VICTRON,
 )
-from ..control.forwarding import SenseWrite
-from ..control.snapshot import BatterySnapshot
-from ..protocols import ProtocolError
-from ..protocols.vedirect import HexMessage
-from ..protocols.vedirect_client import VeDirectClient
-from ..protocols.vedirect_fields import (
+from ...control.forwarding import SenseWrite
+from ...control.snapshot import BatterySnapshot
+from ...protocols import ProtocolError
+from ...protocols.vedirect import HexMessage
+from ...protocols.vedirect_client import VeDirectClient
+from ...protocols.vedirect_fields import (
     SENSE_TEMPERATURE_RELEASE,
     SENSE_VOLTAGE_RELEASE,
     DeviceFamily,
@@ -56,20 +56,20 @@ from ..protocols.vedirect_fields import (
     parse_value,
     product_name,
 )
-from ..runtime import BridgeConfigEntry
-from ..simulators.day_clock import demo_start_time_of_day
-from ..simulators.vedirect import VeDirectSimulator
-from .base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
-from .battery_source import (
+from ...runtime import BridgeConfigEntry
+from ...simulators.day_clock import demo_start_time_of_day
+from ...simulators.vedirect import VeDirectSimulator
+from ..base import DeviceRuntime, ProbeError, PushCoordinator, async_shutdown_on_stop
+from ..battery_source import (
     BatterySource,
     EntitiesBatterySource,
     EntityIds,
     EntryBatterySource,
 )
-from .simulation import sun_time_scale
-from .vedirect_entities import BINARY_SENSORS, NUMBERS, SELECTS, SENSORS
-from .vedirect_forward import BatterySenseForwarder, ForwardStatus
-from .vedirect_registers import (
+from ..simulation import sun_time_scale
+from .entities import BINARY_SENSORS, NUMBERS, SELECTS, SENSORS
+from .forward import BatterySenseForwarder, ForwardStatus
+from .registers import (
     LOAD_OUTPUT_OPTIONS,
     MPPT_SETTINGS,
     REG_ABSORPTION_VOLTAGE,
@@ -140,15 +140,6 @@ class ProbeResult:
         """Entry title: product name and serial number where the device tells them."""
         name = self.product or "VE.Direct device"
         return f"{name} {self.serial_number}" if self.serial_number else name
-
-
-class ProbeError(Exception):
-    """The device on the port did not answer like a VE.Direct device; ``reason`` says how."""
-
-    def __init__(self, reason: str) -> None:
-        """``reason`` is a config-flow error key."""
-        super().__init__(reason)
-        self.reason = reason
 
 
 async def async_read_serial_number(client: VeDirectClient) -> str | None:

@@ -24,15 +24,15 @@ from homeassistant.const import (
     UnitOfTemperature,
 )
 
-from ..binary_sensor import BridgeBinarySensorEntityDescription
-from ..control.limits import Reason
-from ..protocols.bms_client import FET_CONTROL
-from ..protocols.bms_common import PROTECTION_NAMES, BmsReading
-from ..sensor import BridgeSensorEntityDescription
-from ..switch import BridgeSwitchEntityDescription
+from ...binary_sensor import BridgeBinarySensorEntityDescription
+from ...control.limits import Reason
+from ...protocols.bms_client import FET_CONTROL
+from ...protocols.bms_common import PROTECTION_NAMES, BmsReading
+from ...sensor import BridgeSensorEntityDescription
+from ...switch import BridgeSwitchEntityDescription
 
 if TYPE_CHECKING:
-    from .serial_bms import SerialBmsData, SerialBmsRuntime
+    from .runtime import SerialBmsData, SerialBmsRuntime
 
 MAX_CELLS = 32
 MAX_TEMPERATURES = 8

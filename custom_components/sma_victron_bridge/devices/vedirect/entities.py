@@ -25,10 +25,10 @@ from homeassistant.const import (
     UnitOfTime,
 )
 
-from ..binary_sensor import BridgeBinarySensorEntityDescription
-from ..control.forwarding import ForwardState
-from ..number import BridgeNumberEntityDescription
-from ..protocols.vedirect_fields import (
+from ...binary_sensor import BridgeBinarySensorEntityDescription
+from ...control.forwarding import ForwardState
+from ...number import BridgeNumberEntityDescription
+from ...protocols.vedirect_fields import (
     ALARM_REASONS,
     CHARGE_STATES,
     DEVICE_MODES,
@@ -39,9 +39,9 @@ from ..protocols.vedirect_fields import (
     bit_names,
     enum_option,
 )
-from ..select import BridgeSelectEntityDescription
-from ..sensor import BridgeSensorEntityDescription
-from .vedirect_registers import (
+from ...select import BridgeSelectEntityDescription
+from ...sensor import BridgeSensorEntityDescription
+from .registers import (
     LOAD_OUTPUT_OPTIONS,
     REG_ABSORPTION_VOLTAGE,
     REG_BATTERY_MAX_CURRENT,
@@ -50,7 +50,7 @@ from .vedirect_registers import (
 )
 
 if TYPE_CHECKING:
-    from .vedirect import VeDirectData
+    from .runtime import VeDirectData
 
 MPPT = frozenset({DeviceFamily.MPPT})
 MONITOR = frozenset({DeviceFamily.BATTERY_MONITOR})
@@ -439,7 +439,7 @@ def _current_bounds(data: VeDirectData) -> tuple[float, float]:
 
 
 if TYPE_CHECKING:
-    from .vedirect import VeDirectRuntime
+    from .runtime import VeDirectRuntime
 
 
 async def _write(runtime: Any, register: int, value: float) -> None:

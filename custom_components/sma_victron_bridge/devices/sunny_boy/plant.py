@@ -25,16 +25,16 @@ from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.entity_platform import EntityPlatform, async_get_platforms
 
-from ..const import DOMAIN, MANUFACTURER_SMA
-from ..protocols.sma_bt import Endpoint
-from ..runtime import BridgeConfigEntry
-from ..sensor import BridgeSensor, BridgeSensorEntityDescription
-from .base import DeviceRuntime, PushCoordinator
-from .registry import async_entry_device
-from .sunny_boy_entities import SENSORS
+from ...const import DOMAIN, MANUFACTURER_SMA
+from ...protocols.sma_bt import Endpoint
+from ...runtime import BridgeConfigEntry
+from ...sensor import BridgeSensor, BridgeSensorEntityDescription
+from ..base import DeviceRuntime, PushCoordinator
+from ..registry import async_entry_device
+from .entities import SENSORS
 
 if TYPE_CHECKING:
-    from .sunny_boy import SunnyBoyData
+    from .runtime import SunnyBoyData
 
 _LOGGER = logging.getLogger(__name__)
 

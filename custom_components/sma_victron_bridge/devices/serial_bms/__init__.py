@@ -1,0 +1,1 @@
+"""Serial BMSes (JBD, JBD UP, Daly, ANT): runtime, entities, flow."""

@@ -1,0 +1,1 @@
+"""SMA Sunny Boy inverters over Speedwire or Bluetooth: runtime, entities, flow, plant."""

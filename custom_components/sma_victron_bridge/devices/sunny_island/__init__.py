@@ -1,0 +1,1 @@
+"""An SMA Sunny Island on a CAN bus, with this integration as its BMS: runtime, entities, flow."""

@@ -1,0 +1,1 @@
+"""VE.Direct devices (MPPT chargers, battery monitors) on a serial port: runtime, entities, flow."""

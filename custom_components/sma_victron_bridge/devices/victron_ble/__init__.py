@@ -1,0 +1,1 @@
+"""Victron Bluetooth devices (Instant Readout, GATT control): runtime, entities, flow."""
