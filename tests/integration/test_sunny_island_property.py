@@ -38,6 +38,7 @@ from hypothesis.stateful import (
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sma_victron_bridge.const import DOMAIN
+from custom_components.sma_victron_bridge.control.charge import ChargeController
 from custom_components.sma_victron_bridge.protocols.sma_can import MIN_PERIOD
 from custom_components.sma_victron_bridge.simulators.sunny_island import SunnyIslandSimulator
 
@@ -99,6 +100,17 @@ class BmsAbuse(RuleBasedStateMachine):
             (time.time(), HEALTHY[TEMPERATURE_ENTITY])
         ]
         self.decisions: list[tuple[float, float]] = []
+        # Every decision, recorded where it is made: a listener on the runtime's coordinator
+        # attaches only after a (re)load, when the new runtime's first frames are already out.
+        self._update = ChargeController.update
+        update, decisions = self._update, self.decisions
+
+        def recorded(controller: ChargeController, *args: Any, **kwargs: Any) -> Any:
+            decision = update(controller, *args, **kwargs)
+            decisions.append((time.time(), decision.charge_current_limit))
+            return decision
+
+        ChargeController.update = recorded  # type: ignore[method-assign,assignment]
         self.alarms_clear_since: float | None = None
         self.bulk_current = 140.0
         BmsAbuse.examples += 1
@@ -129,13 +141,11 @@ class BmsAbuse(RuleBasedStateMachine):
         self._feeding = self.hass.loop.create_task(self._feed())
 
     def _listen(self) -> None:
-        """Record every decision the runtime publishes (wall time, CCL)."""
+        """Follow the alarms of the decisions the runtime publishes."""
         runtime: Any = self.entry.runtime_data
 
         def record() -> None:
             decision = runtime.data.decision
-            if decision is not None and not runtime.data.update_failing:
-                self.decisions.append((time.time(), decision.charge_current_limit))
             clear = decision is not None and not decision.alarms
             if not clear:
                 self.alarms_clear_since = None
@@ -295,7 +305,10 @@ class BmsAbuse(RuleBasedStateMachine):
             if self.entry.state is ConfigEntryState.LOADED:
                 assert await self.hass.config_entries.async_unload(self.entry.entry_id)
 
-        self._run(stop)
+        try:
+            self._run(stop)
+        finally:
+            ChargeController.update = self._update  # type: ignore[method-assign]
 
 
 async def test_random_abuse_never_breaks_the_invariants_at_the_si(hass: HomeAssistant) -> None:
