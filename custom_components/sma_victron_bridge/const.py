@@ -58,3 +58,4 @@ class DeviceKind(StrEnum):
     SUNNY_ISLAND = "sunny_island"
     SUNNY_BOY = "sunny_boy"
     VICTRON_BLE = "victron_ble"
+    BLE_BMS = "ble_bms"
