@@ -1,0 +1,1 @@
+"""Bluetooth BMS device kind: every BMS family ``aiobmsble`` reads, via HA's Bluetooth."""
