@@ -12,8 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator
 import contextlib
 import datetime as dt
+import math
 import os
 from pathlib import Path
+import time
 import tty
 
 import pytest
@@ -877,3 +879,34 @@ async def test_unplug_cancels_a_pending_reply(tmp_path: Path) -> None:
         host.close()
         await sim.stop()
     assert host.rx == b""
+
+
+def test_follow_current_drives_the_battery_until_it_expires() -> None:
+    """A current handed over by an inverter replaces the battery's own until it goes stale."""
+    sim = JbdSimulator(cells=16, capacity_ah=100.0, frozen=True, seed=3)
+    sim.current = 4.0
+    soc = sim.soc
+    sim.follow_current(-25.0, valid_for=0.2)
+    sim.step(36.0)  # 36 s at -25 A out of 100 Ah: -0.25 % SOC
+    assert sim.current == -25.0
+    assert sim.soc == pytest.approx(soc - 0.25)
+    time.sleep(0.25)
+    assert sim.followed_current is None
+    sim.step(1.0)
+    assert sim.current == 4.0  # a battery without a day gets its own current back
+    with pytest.raises(ValueError, match="finite"):
+        sim.follow_current(math.nan)
+
+
+def test_follow_current_overrides_the_solar_day() -> None:
+    """Living a day, the followed current wins over PV and load; after it, the day returns."""
+    sim = JbdSimulator(cells=16, capacity_ah=100.0, frozen=True, seed=3, start_time_of_day=2 * 3600)
+    sim.step(1.0)
+    night = sim.current
+    assert night < 0  # 02:00: only the house load
+    sim.follow_current(30.0, valid_for=0.2)
+    sim.step(1.0)
+    assert sim.current == 30.0
+    time.sleep(0.25)
+    sim.step(1.0)
+    assert sim.current == pytest.approx(night, rel=0.05)

@@ -44,6 +44,7 @@ import itertools
 import math
 import random
 import struct
+import time
 from typing import ClassVar, Final, Literal
 
 from ..protocols import ProtocolError, ant, daly, jbd, jbd_up
@@ -112,6 +113,7 @@ BLOCKS_DISCHARGE: Final = frozenset(
 _DEFAULT_REPLY_DELAY: Final = 0.003  # s: a BMS answers a few ms after the request's last byte
 _RX_GAP: Final = 0.1  # s of silence after which a half-received request is forgotten
 _STEP_INTERVAL: Final = 1.0  # s of real time between physics steps
+_FOLLOW_VALID: Final = 5.0  # s a current handed over by follow_current() stays in force
 _SUBSTEP: Final = 60.0  # s of simulated time per integration step
 _GARBAGE_LENGTH: Final = 32
 _REQUEST_LOG_LIMIT: Final = 4096
@@ -285,6 +287,8 @@ class BmsSimulator:
         self._cut_next = False
         self._corrupt_next = False
         self._garbage_next: bytes | None = None
+        self._followed: tuple[float, float] | None = None  # (current A, valid until monotonic s)
+        self._own_current = 0.0  # the current before following began (a battery without a day)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -399,11 +403,42 @@ class BmsSimulator:
             if self._clock is not None:
                 self._clock = (self._clock + dt_step) % DAY
                 self.current = self._solar_current(self._clock)
+            followed = self.followed_current
+            if followed is not None:
+                self.current = followed
+                self._held_voltage = None  # the inverter's charger holds the voltage, not ours
             flowing = self._flowing_current()
             self.soc = min(100.0, max(0.0, self.soc + flowing * dt_step / 36 / self.capacity_ah))
             self._follow_soc(flowing)
             self._balance(flowing, dt_step)
             self._protect()
+
+    def follow_current(self, current: float, valid_for: float = _FOLLOW_VALID) -> None:
+        """Carry ``current`` (A, + = charging) measured elsewhere, for ``valid_for`` seconds.
+
+        In a simulated plant the inverter decides what flows through the battery: a simulated
+        Sunny Island fed by this BMS hands over its own battery current every tick, so the BMS
+        and the inverter report one battery (the same sign, as real ones on one battery do)
+        instead of two unrelated days. Without a fresh value the battery lives its own day again.
+        """
+        if not math.isfinite(current):
+            raise ValueError("a followed current must be finite")
+        if self._followed is None:
+            self._own_current = self.current
+        self._followed = (current, time.monotonic() + valid_for)
+
+    @property
+    def followed_current(self) -> float | None:
+        """The current handed over by :meth:`follow_current` while still valid, else None."""
+        if self._followed is None:
+            return None
+        current, until = self._followed
+        if time.monotonic() > until:
+            self._followed = None
+            if self._clock is None:
+                self.current = self._own_current  # a battery without a day: back to its own
+            return None
+        return current
 
     def _solar_current(self, time_of_day: float) -> float:
         """PV minus house load; charging stops short of the charger's constant voltage."""

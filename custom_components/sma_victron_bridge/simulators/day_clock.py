@@ -16,16 +16,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 import time
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 __all__ = [
     "DAY",
     "HOUR",
+    "CurrentFollower",
     "DayClock",
     "clear_sky",
     "demo_start_time_of_day",
     "shared_day_clock",
 ]
+
+
+@runtime_checkable
+class CurrentFollower(Protocol):
+    """A simulated battery that can carry the current another simulated device drives.
+
+    A simulated inverter fed by a simulated BMS hands it its battery current every tick, so the
+    demo has one battery, not two that live unrelated days.
+    """
+
+    def follow_current(self, current: float, valid_for: float = ...) -> None:
+        """Carry ``current`` (A, + = charging) for ``valid_for`` seconds."""
+
 
 HOUR: Final = 3600.0
 DAY: Final = 24 * HOUR

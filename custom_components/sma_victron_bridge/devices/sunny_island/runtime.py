@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import can
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady, ServiceValidationError
@@ -67,7 +68,7 @@ from ...protocols.sma_can import (
     safe_bms_frames,
 )
 from ...runtime import BridgeConfigEntry
-from ...simulators.day_clock import demo_start_time_of_day
+from ...simulators.day_clock import CurrentFollower, demo_start_time_of_day
 from ...simulators.sunny_island import SunnyIslandSimulator
 from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from ..battery_source import BatterySource, EntitiesBatterySource, EntityIds, EntryBatterySource
@@ -389,6 +390,30 @@ class SunnyIslandRuntime(DeviceRuntime):
         else:
             if self.data.update_failing:
                 self._on_update_recovered()
+        if self._simulator is not None:
+            self._share_simulated_battery(self._simulator)
+
+    def _share_simulated_battery(self, simulator: SunnyIslandSimulator) -> None:
+        """A simulated SI fed by a simulated BMS: both measure the one battery the SI drives.
+
+        The simulated Sunny Island decides what flows (PV, load, the limits it accepted); the
+        simulated BMS is handed that current, so the two report the same battery, as real ones
+        do. Two unrelated simulated days would disagree and raise the sign-mismatch warning.
+        """
+        source_id = self.entry.data.get(CONF_SOURCE)
+        if source_id is None or source_id == SOURCE_ENTITIES:
+            return
+        entry = self.hass.config_entries.async_get_entry(str(source_id))
+        if (
+            entry is None
+            or entry.domain != DOMAIN
+            or not entry.data.get(CONF_SIMULATED)
+            or entry.state is not ConfigEntryState.LOADED
+        ):
+            return
+        follower = getattr(entry.runtime_data, "simulator", None)
+        if isinstance(follower, CurrentFollower):
+            follower.follow_current(simulator.battery.current)
 
     def _update(self, link: CanLink) -> None:
         now = time.monotonic()
