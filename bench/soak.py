@@ -129,6 +129,9 @@ IGNORED: Final[tuple[tuple[str, str, str], ...]] = (
         "homeassistant.components.camera.img_util",
         "Error loading libturbojpeg; Camera snapshot performance will be sub-optimal",
     ),
+    # The ffmpeg component (loaded by default_config) probes for the ffmpeg binary at start; the
+    # development environment does not install it (Home Assistant OS and the container do).
+    ("ERROR", "haffmpeg.core", "FFmpeg fails [Errno 2] No such file or directory: 'ffmpeg'"),
     # Printed for every custom integration at start; it names ours but says nothing about it.
     (
         "WARNING",
