@@ -20,9 +20,15 @@ def clean(**kw: Any) -> BatterySnapshot:
     return BatterySnapshot(timestamp=kw.pop("timestamp", 1.0), **kw).sanitized(cells=16)
 
 
-@pytest.mark.parametrize("soc", [math.nan, math.inf, -math.inf, -0.1, 100.5, 150.0, 1e300])
+@pytest.mark.parametrize("soc", [math.nan, math.inf, -math.inf, -0.1, 101.01, 150.0, 1e300])
 def test_implausible_soc_is_unknown(soc: float) -> None:
     assert clean(soc=soc).soc is None
+
+
+@pytest.mark.parametrize("soc", [100.01, 100.5, 101.0])
+def test_a_soc_just_above_full_reads_as_full(soc: float) -> None:
+    """remaining ÷ aged nominal Ah overshoots a little after a full charge: still full, known."""
+    assert clean(soc=soc).soc == 100.0
 
 
 @pytest.mark.parametrize("soc", [0.0, 0.5, 55.0, 100.0])

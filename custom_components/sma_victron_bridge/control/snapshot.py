@@ -37,6 +37,10 @@ SAFETY_FIELDS: Final = frozenset({"voltage", "cell_voltages", "temperature", "mo
 """Fields the charge limit depends on: a frozen one stops charging like a silent source."""
 
 SOC_RANGE: Final = (0.0, 100.0)
+SOC_OVERSHOOT: Final = 1.0
+"""A SOC up to this far above 100 % reads as full: BMSes that compute remaining ÷ nominal Ah
+report 100.4 % after a charge that counted more than the (aged) nominal capacity. Farther out it is
+a decoding slip and unknown."""
 CELL_VOLTAGE_RANGE: Final = (0.5, 5.0)
 """No lithium cell reads outside this; 0 V or 65 V is a broken sense wire or a decoding slip."""
 MAX_PACK_VOLTAGE_PER_CELL: Final = 5.0
@@ -63,6 +67,11 @@ def _within(value: object, low: float, high: float) -> float | None:
         return value if low <= value <= high else None
     number = _number(value)
     return number if number is not None and low <= number <= high else None
+
+
+def _soc(value: object) -> float | None:
+    soc = _within(value, SOC_RANGE[0], SOC_RANGE[1] + SOC_OVERSHOOT)
+    return None if soc is None else min(soc, SOC_RANGE[1])
 
 
 def plausible_cell_voltage(value: object) -> float | None:
@@ -185,7 +194,7 @@ class BatterySnapshot:
             voltage = None
         stamp = _number(self.timestamp)
         timestamp = math.nan if stamp is None else stamp
-        soc = _within(self.soc, *SOC_RANGE)
+        soc = _soc(self.soc)
         current = _within(self.current, -MAX_CURRENT_READING, MAX_CURRENT_READING)
         temperature = plausible_temperature(self.temperature)
         cell_voltages = _same(
