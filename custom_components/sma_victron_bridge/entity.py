@@ -87,8 +87,23 @@ def async_add_description_entities(
     factory: EntityFactory,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add an entity per description whose value exists, now and whenever a new one appears."""
-    runtime = entry.runtime_data
+    """Add an entity per description whose value exists, now and whenever a new one appears.
+
+    Every device the entry's runtime reads (see ``DeviceRuntime.device_runtimes``) gets its own
+    entities, following its own coordinator.
+    """
+    for runtime in entry.runtime_data.device_runtimes():
+        _async_add_device_entities(entry, runtime, platform, factory, async_add_entities)
+
+
+@callback
+def _async_add_device_entities(
+    entry: BridgeConfigEntry,
+    runtime: DeviceRuntime,
+    platform: Platform,
+    factory: EntityFactory,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
     descriptions = runtime.descriptions(platform)
     created: set[str] = set()
 

@@ -28,7 +28,8 @@ class Kind:
 
     kind: DeviceKind
     runtime: str
-    """The ``DeviceRuntime`` subclass in ``runtime.py``."""
+    """What builds an entry's ``DeviceRuntime`` in ``runtime.py``: its class, or a function of
+    ``(hass, entry)`` where one kind runs different runtimes (one BMS, or a bus of packs)."""
     flow: str
     """The ``ConfigFlow`` mixin in ``flow.py``."""
     options_flow: str
@@ -50,7 +51,7 @@ KINDS: tuple[Kind, ...] = (
         "VeDirectOptionsFlow",
         "vedirect_supports_options",
     ),
-    Kind(DeviceKind.SERIAL_BMS, "SerialBmsRuntime", "SerialBmsFlow", "SerialBmsOptionsFlow"),
+    Kind(DeviceKind.SERIAL_BMS, "create_runtime", "SerialBmsFlow", "SerialBmsOptionsFlow"),
     Kind(
         DeviceKind.SUNNY_ISLAND, "SunnyIslandRuntime", "SunnyIslandFlow", "SunnyIslandOptionsFlow"
     ),

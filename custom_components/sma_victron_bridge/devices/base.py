@@ -119,6 +119,15 @@ class DeviceRuntime(ABC):
     async def async_shutdown(self) -> None:
         """Stop everything the runtime started, leaving the hardware in a safe state."""
 
+    def device_runtimes(self) -> Sequence[DeviceRuntime]:
+        """The devices whose entities the entry's platforms add: this runtime's own by default.
+
+        An entry that reads several devices of the same kind at setup (the packs on one RS485
+        bus) returns one runtime per device, each with its own coordinator, device info and
+        descriptions, so each device's entities come and go with its own link.
+        """
+        return (self,)
+
     def provides_device(self, identifiers: set[tuple[str, str]]) -> bool:
         """Whether one of the devices this runtime reads has any of ``identifiers``.
 
@@ -140,6 +149,14 @@ class DeviceRuntime(ABC):
     @property
     def snapshot(self) -> BatterySnapshot | None:
         """The latest battery reading, for entries that measure a battery; None otherwise."""
+        return None
+
+    def member_snapshot(self, member: str) -> BatterySnapshot | None:
+        """The latest reading of one of several batteries the entry reads (a pack on a bus).
+
+        ``member`` is what follows the entry id in a battery-source id ``<entry_id>:<member>``;
+        None for an entry that reads no such battery.
+        """
         return None
 
     @callback

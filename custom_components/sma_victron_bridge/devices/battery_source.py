@@ -17,11 +17,13 @@ import time
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN, UnitOfTemperature
 from homeassistant.core import HomeAssistant, State
+from homeassistant.helpers import selector
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import TemperatureConverter
 
-from ..const import DOMAIN
+from ..const import CONF_DEVICE, DOMAIN, DeviceKind
 from ..control.snapshot import BatterySnapshot
+from .serial_bms.bus_entry import bus_addresses, is_bus_entry
 
 
 class BatterySource(ABC):
@@ -37,26 +39,88 @@ class BatterySource(ABC):
         """The latest reading (possibly old: consumers check its age)."""
 
 
-class EntryBatterySource(BatterySource):
-    """Readings published by another config entry of this integration."""
+MEMBER_SEPARATOR = ":"
+"""Splits a source id ``<entry_id>:<member>``: one battery among several an entry reads."""
 
-    def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
-        """Follow the entry with ``entry_id`` (looked up on every read)."""
+
+def member_source_id(entry_id: str, member: str) -> str:
+    """The battery-source id of one battery (a pack on a bus) read by entry ``entry_id``."""
+    return f"{entry_id}{MEMBER_SEPARATOR}{member}"
+
+
+def member_title(entry_title: str, member: str) -> str:
+    """How one pack of a bus entry is named: in its device, in source pickers, in issues."""
+    return f"{entry_title} pack {member}"
+
+
+# Entry data that marks a battery monitor among VE.Direct and Victron Bluetooth entries (their
+# flows' own constants; importing those would import the kinds' flows here).
+_FAMILY = "family"
+_BATTERY_MONITOR = "battery_monitor"
+_RECORD_TYPE = "record_type"
+_BATTERY_MONITOR_RECORD = 2
+
+
+def battery_source_options(hass: HomeAssistant) -> list[selector.SelectOptionDict]:
+    """Every battery another entry of this integration measures, for a source picker.
+
+    A serial BMS or a Bluetooth BMS entry is its own battery; a JK PB bus entry offers each pack
+    it reads as ``<entry_id>:<address>``; Victron battery monitors (VE.Direct, Bluetooth) too.
+    """
+    options: list[selector.SelectOptionDict] = []
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        device = entry.data.get(CONF_DEVICE)
+        if device == DeviceKind.SERIAL_BMS and is_bus_entry(entry):
+            options.extend(
+                selector.SelectOptionDict(
+                    value=member_source_id(entry.entry_id, str(address)),
+                    label=member_title(entry.title, str(address)),
+                )
+                for address in bus_addresses(entry)
+            )
+        elif (
+            device in (DeviceKind.SERIAL_BMS, DeviceKind.BLE_BMS)
+            or entry.data.get(_FAMILY) == _BATTERY_MONITOR
+            or (
+                device == DeviceKind.VICTRON_BLE
+                and entry.data.get(_RECORD_TYPE) == _BATTERY_MONITOR_RECORD
+            )
+        ):
+            options.append(selector.SelectOptionDict(value=entry.entry_id, label=entry.title))
+    return options
+
+
+class EntryBatterySource(BatterySource):
+    """Readings published by another config entry of this integration.
+
+    ``source_id`` is a plain entry id (the entry's own battery, as every stored source was before
+    buses existed) or ``<entry_id>:<member>`` for one pack of a bus entry. Entry ids never hold the
+    separator, so both forms are told apart without a stored marker.
+    """
+
+    def __init__(self, hass: HomeAssistant, source_id: str) -> None:
+        """Follow the entry (and member) named by ``source_id`` (looked up on every read)."""
         self._hass = hass
+        entry_id, _, member = source_id.partition(MEMBER_SEPARATOR)
         self._entry_id = entry_id
+        self._member = member or None
         self._last: BatterySnapshot | None = None
 
     @property
     def name(self) -> str:
-        """The source entry's title."""
+        """The source entry's title; a pack's as its device is named."""
         entry = self._hass.config_entries.async_get_entry(self._entry_id)
-        return entry.title if entry else self._entry_id
+        title = entry.title if entry else self._entry_id
+        return title if self._member is None else member_title(title, self._member)
 
     def snapshot(self) -> BatterySnapshot | None:
         """The entry's latest snapshot; the last one seen while it is unloaded or reloading."""
         entry = self._hass.config_entries.async_get_entry(self._entry_id)
         if entry is not None and entry.domain == DOMAIN and entry.state is ConfigEntryState.LOADED:
-            current = entry.runtime_data.snapshot
+            runtime = entry.runtime_data
+            current = (
+                runtime.snapshot if self._member is None else runtime.member_snapshot(self._member)
+            )
             if current is not None:
                 self._last = current
         return self._last

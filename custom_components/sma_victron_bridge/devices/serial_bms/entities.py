@@ -26,13 +26,13 @@ from homeassistant.const import (
 
 from ...binary_sensor import BridgeBinarySensorEntityDescription
 from ...control.limits import Reason
-from ...protocols.bms_client import FET_CONTROL
 from ...protocols.bms_common import PROTECTION_NAMES, BmsReading
 from ...sensor import BridgeSensorEntityDescription
 from ...switch import BridgeSwitchEntityDescription
 
 if TYPE_CHECKING:
-    from .runtime import SerialBmsData, SerialBmsRuntime
+    from .data import SerialBmsData
+    from .runtime import SerialBmsRuntime
 
 MAX_CELLS = 32
 MAX_TEMPERATURES = 8
@@ -369,8 +369,7 @@ def _has_fet_switch(name: str) -> Callable[[Any], bool]:
     reported = _has_field(name)
 
     def exists(data: SerialBmsData) -> bool:
-        info = data.info
-        return reported(data) and info is not None and info.protocol in FET_CONTROL
+        return reported(data) and data.fet_control
 
     return exists
 

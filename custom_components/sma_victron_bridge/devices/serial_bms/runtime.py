@@ -1,4 +1,7 @@
-"""Serial BMS device kind: JBD/LLT/Overkill (incl. JBD UP rack packs), Daly and ANT BMSes.
+"""Serial BMS device kind: JBD/LLT/Overkill (incl. JBD UP rack packs), Daly, ANT and JK BMSes.
+
+A JK PB bus (several inverter-BMS packs on one RS485 line) is a Serial BMS entry too; its
+runtime is in :mod:`.bus`, and :func:`create_runtime` picks the one an entry needs.
 
 A BMS only answers when asked, so the runtime polls it on a background task (one full refresh
 per interval), publishes every reading as a :class:`BatterySnapshot` for other entries (the
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import logging
 import time
 from typing import Any
@@ -34,11 +37,11 @@ from ...const import (
     DEFAULT_POLL_INTERVAL,
     DOMAIN,
 )
-from ...control.charge import ChargeController, ChargeDecision
-from ...control.energy import EnergyIntegrator
+from ...control.charge import ChargeController
 from ...control.snapshot import BatterySnapshot
 from ...protocols import ProtocolError, jbd_up
 from ...protocols.bms_client import (
+    FET_CONTROL,
     BmsChecksumError,
     BmsInfo,
     BmsNotDetected,
@@ -54,6 +57,7 @@ from ...simulators.day_clock import demo_start_time_of_day
 from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from ..charge_settings import settings_from_entry
 from ..simulation import sun_time_scale
+from .data import SerialBmsData, record_gap, record_reading
 from .entities import BINARY_SENSORS, SENSORS, SWITCHES
 
 _LOGGER = logging.getLogger(__name__)
@@ -65,19 +69,6 @@ PROTOCOL_NAMES = {
     BmsProtocol.ANT: "ANT",
     BmsProtocol.ANT_NEW: "ANT",
 }
-
-
-@dataclass(slots=True)
-class SerialBmsData:
-    """The latest reading of a BMS and what is derived from it."""
-
-    reading: BmsReading | None = None
-    info: BmsInfo | None = None
-    energy: EnergyIntegrator = field(default_factory=EnergyIntegrator)
-    limits: ChargeDecision | None = None
-    error_counters: list[int] | None = None
-    polls: int = 0
-    failures: int = 0
 
 
 type BmsSimulator = JbdSimulator | JbdUpSimulator | DalySimulator | AntSimulator
@@ -117,9 +108,9 @@ class SerialBmsRuntime(DeviceRuntime):
         super().__init__()
         self.hass = hass
         self.entry = entry
-        self.data = SerialBmsData()
-        self._coordinator = PushCoordinator(hass, name=entry.title, initial=self.data)
         self.protocol = BmsProtocol(entry.data[CONF_PROTOCOL])
+        self.data = SerialBmsData(fet_control=self.protocol in FET_CONTROL)
+        self._coordinator = PushCoordinator(hass, name=entry.title, initial=self.data)
         self._simulator: BmsSimulator | None = None
         self._client: SerialBmsClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -211,14 +202,10 @@ class SerialBmsRuntime(DeviceRuntime):
             try:
                 await self._async_poll_once()
             except (ProtocolError, OSError) as err:
-                self.data.failures += 1
-                self._energy_gap()
+                record_gap(self.data)
                 if not self._stopping:
                     self._coordinator.async_set_link(False, str(err))
             await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - started)))
-
-    def _energy_gap(self) -> None:
-        self.data.energy.add(time.monotonic(), None)
 
     async def _async_poll_once(self) -> None:
         async with self._lock:
@@ -226,28 +213,10 @@ class SerialBmsRuntime(DeviceRuntime):
         self._apply(reading)
 
     def _apply(self, reading: BmsReading) -> None:
-        now = time.monotonic()
-        data = self.data
-        data.reading = reading
-        data.polls += 1
-        data.error_counters = self.client.error_counters
-        data.energy.add(now, reading.power)
-        self._snapshot = BatterySnapshot(
-            timestamp=now,
-            soc=reading.soc,
-            voltage=reading.voltage,
-            current=reading.current,
-            # The hottest sensor as the one representative reading; every sensor goes along so
-            # the charge rules see the coldest one too (a pack at -6 °C and +3 °C is too cold).
-            temperature=max(reading.temperatures) if reading.temperatures else None,
-            temperatures=tuple(reading.temperatures),
-            mosfet_temperature=reading.mosfet_temperature,
-            cell_voltages=reading.cell_voltages,
-            alarms=reading.protections,
-        )
+        self.data.error_counters = self.client.error_counters
+        self._snapshot = record_reading(self.data, reading, self.controller)
         self._async_publish_snapshot(self._snapshot)
-        data.limits = self.controller.update(self._snapshot, now)
-        self._coordinator.async_set_updated_data(data)
+        self._coordinator.async_set_updated_data(self.data)
 
     async def async_set_fet(self, which: str, on: bool) -> None:
         """Switch the charge or discharge FET; refused while the BMS reports a protection."""
@@ -355,3 +324,8 @@ async def async_probe_bms(
     except (ProtocolError, OSError) as err:
         raise ProbeError("cannot_connect") from err
     return BmsProbe(protocol=protocol, info=info, reading=reading, address=address)
+
+
+def create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
+    """The runtime of a Serial BMS entry: one BMS on its port, or the packs of a JK PB bus."""
+    return SerialBmsRuntime(hass, entry)

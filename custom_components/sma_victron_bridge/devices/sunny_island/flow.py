@@ -31,7 +31,6 @@ from ...const import (
     CONF_SOURCE_SOC,
     CONF_SOURCE_TEMPERATURE,
     CONF_SOURCE_VOLTAGE,
-    DOMAIN,
     SOURCE_ENTITIES,
     DeviceKind,
 )
@@ -47,6 +46,7 @@ from ...flow_helpers import (
 )
 from ...schema import vol
 from ..base import ProbeError
+from ..battery_source import battery_source_options
 from ..charge_settings import settings_from_entry
 
 CONF_FAMILY = "family"
@@ -74,14 +74,8 @@ def _select(
 
 
 def battery_sources(flow: ConfigFlow | OptionsFlow) -> list[selector.SelectOptionDict]:
-    """Entries of this integration that publish a battery snapshot, plus 'HA sensors'."""
-    sources = [
-        selector.SelectOptionDict(value=entry.entry_id, label=entry.title)
-        for entry in flow.hass.config_entries.async_entries(DOMAIN)
-        if entry.data.get(CONF_DEVICE) == DeviceKind.SERIAL_BMS
-        or entry.data.get(CONF_FAMILY) == "battery_monitor"
-        or (entry.data.get(CONF_DEVICE) == "victron_ble" and entry.data.get("record_type") == 2)
-    ]
+    """Every battery another entry of this integration measures, plus 'HA sensors'."""
+    sources = battery_source_options(flow.hass)
     sources.append(selector.SelectOptionDict(value=SOURCE_ENTITIES, label="Home Assistant sensors"))
     return sources
 

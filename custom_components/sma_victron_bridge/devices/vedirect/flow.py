@@ -32,7 +32,6 @@ from ...const import (
     CONF_SIMULATED,
     CONF_STALE_AFTER,
     DEFAULT_STALE_AFTER,
-    DOMAIN,
     FORWARD_ENTITIES,
     FORWARD_NONE,
     DeviceKind,
@@ -48,6 +47,7 @@ from ...protocols.vedirect_fields import DeviceFamily
 from ...schema import vol
 from ...simulators.vedirect import VeDirectSimulator
 from ..base import ProbeError
+from ..battery_source import battery_source_options
 from .runtime import ProbeResult, async_probe
 
 CONF_FAMILY = "family"
@@ -248,18 +248,11 @@ class VeDirectFlow(ConfigFlow):
 
 
 class VeDirectOptionsFlow(OptionsFlow):
-    """Battery-sense forwarding for an MPPT: from a battery monitor entry or any HA sensors."""
+    """Battery-sense forwarding for an MPPT: from a battery another entry reads, or HA sensors."""
 
     def __init__(self) -> None:
         """Nothing chosen yet."""
         self._options: dict[str, Any] = {}
-
-    def _monitor_entries(self) -> list[selector.SelectOptionDict]:
-        return [
-            selector.SelectOptionDict(value=entry.entry_id, label=entry.title)
-            for entry in self.hass.config_entries.async_entries(DOMAIN)
-            if entry.data.get(CONF_FAMILY) == DeviceFamily.BATTERY_MONITOR.value
-        ]
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose the forwarding source and when it counts as stale."""
@@ -274,7 +267,7 @@ class VeDirectOptionsFlow(OptionsFlow):
         current = self.config_entry.options
         sources = [
             selector.SelectOptionDict(value=FORWARD_NONE, label="Off"),
-            *self._monitor_entries(),
+            *battery_source_options(self.hass),
             selector.SelectOptionDict(value=FORWARD_ENTITIES, label="Home Assistant sensors"),
         ]
         schema = vol.Schema(
