@@ -683,6 +683,7 @@ async def test_connection_management_and_open_seam(tmp_path: Path) -> None:
         BmsProtocol.DALY: 9600,
         BmsProtocol.ANT: 19200,
         BmsProtocol.ANT_NEW: 19200,
+        BmsProtocol.JK: 115200,
     }
 
 

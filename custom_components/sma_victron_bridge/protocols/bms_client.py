@@ -1,6 +1,6 @@
-"""Async serial client for JBD (incl. the UP rack series), Daly and ANT battery management systems.
+"""Async serial client for JBD (incl. UP rack packs), Daly, ANT and JK battery management systems.
 
-All three BMS families answer requests on a serial line (RS232, RS485 or TTL), one at a time,
+All these BMS families answer requests on a serial line (RS232, RS485 or TTL), one at a time,
 so the client is a plain request/response loop: one open port, one reader task that cuts the
 byte stream into checked frames, and requests serialised by a lock. Before each request stale
 bytes are flushed (kernel buffer and frame assembler), replies are matched by register or
@@ -21,6 +21,13 @@ Which requests make one refresh depends on the protocol (:class:`BmsProtocol`):
   that protocol, so it is refused as unsupported.
 * ANT: the legacy 140-byte status frame (FET switching by write + apply, which the BMS does not
   answer), or the 2021 ``7E A1`` status frame (FET control not implemented for it).
+* JK (JK-B*/JK-BD*, the ``4E 57`` protocol at 115200 baud): one read-all request per refresh,
+  whose reply carries identity too; FET switching by a password frame and writes of the switch
+  registers 0xAB/0xAC, which the BMS does not answer, so the read-back decides.
+
+JK's PB series (inverter batteries, several packs on one RS485 bus) is not a protocol of this
+client but a bus of its own, :class:`~.jk_pb.JkPbBus`. :func:`detect_protocol` recognises such
+a bus and says so with :class:`JkPbBusDetected`.
 
 Every write is verified by reading the state back: :class:`BmsWriteRejected` tells the caller
 that the BMS did not take it (e.g. a charge FET held off by an over-voltage protection).
@@ -29,7 +36,7 @@ that the BMS did not take it (e.g. a charge FET held off by an over-voltage prot
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 import contextlib
 from dataclasses import dataclass, field, replace
 import datetime as dt
@@ -41,7 +48,7 @@ from typing import Any, Final, Protocol
 
 import serial_asyncio_fast
 
-from . import ProtocolError, ant, daly, jbd, jbd_up
+from . import ProtocolError, ant, daly, jbd, jbd_up, jk_serial
 from .bms_common import (
     BAD_CHECKSUM,
     BAD_SHAPE,
@@ -66,6 +73,7 @@ __all__ = [
     "BmsUnsupported",
     "BmsWriteRejected",
     "DalyFrameAssembler",
+    "JkPbBusDetected",
     "OpenConnection",
     "SerialBmsClient",
     "detect_protocol",
@@ -83,6 +91,7 @@ class BmsProtocol(StrEnum):
     DALY = "daly"
     ANT = "ant"
     ANT_NEW = "ant_new"
+    JK = "jk"
 
 
 BAUDRATES: Final[dict[BmsProtocol, int]] = {
@@ -91,11 +100,12 @@ BAUDRATES: Final[dict[BmsProtocol, int]] = {
     BmsProtocol.DALY: 9600,
     BmsProtocol.ANT: 19200,
     BmsProtocol.ANT_NEW: 19200,
+    BmsProtocol.JK: jk_serial.BAUDRATE,  # 115200, the GPS/RS485 port of the JK-B boards
 }
 """Line speed of each protocol (8N1)."""
 
 FET_CONTROL: Final[frozenset[BmsProtocol]] = frozenset(
-    {BmsProtocol.JBD, BmsProtocol.DALY, BmsProtocol.ANT}
+    {BmsProtocol.JBD, BmsProtocol.DALY, BmsProtocol.ANT, BmsProtocol.JK}
 )
 """Protocols whose FETs :meth:`SerialBmsClient.set_fets` can switch; the others raise
 :class:`BmsUnsupported`, so no switch is offered for them."""
@@ -104,6 +114,8 @@ READ_SIZE: Final = 4096
 CLOSE_TIMEOUT: Final = 2.0
 DALY_REQUEST_GAP: Final = 0.02  # s: Daly firmware drops requests that follow a reply too soon
 ANT_APPLY_TIME: Final = 0.1  # s: the legacy ANT board answers nothing to write/apply
+JK_PASSWORD_PAUSE: Final = 0.15  # s between JK's password frame and a write (syssi jk_modbus)
+JK_APPLY_TIME: Final = 0.1  # s: a JK write is not answered; give it time before the read-back
 _SETTLE: Final = 0.05  # s of quiet line before a request is repeated after a corrupt reply
 
 _JBD_REG_BARCODE: Final = 0xA2
@@ -165,6 +177,20 @@ class BmsUnsupported(ProtocolError):  # noqa: N818 - public name
 
 class BmsNotDetected(ProtocolError):  # noqa: N818 - public name
     """No supported BMS answered on the port."""
+
+
+class JkPbBusDetected(BmsNotDetected):
+    """No single BMS answered, but a JK PB pack did: the port is a JK PB bus.
+
+    ``packs`` maps the address that answered to the pack's first refresh
+    (:class:`~.jk_pb.JkPbPack`); read the bus with :class:`~.jk_pb.JkPbBus`. It is a
+    :class:`BmsNotDetected`, so callers that know nothing of PB buses still see "not detected".
+    """
+
+    def __init__(self, message: str, packs: dict[int, Any]) -> None:
+        """Keep what the probe found."""
+        super().__init__(message)
+        self.packs = packs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,6 +289,8 @@ def _assembler_for(protocol: BmsProtocol, address: int) -> _FrameSource:
         return DalyFrameAssembler()
     if protocol is BmsProtocol.ANT:
         return AntLegacyFrameAssembler()
+    if protocol is BmsProtocol.JK:
+        return jk_serial.FrameAssembler()
     return AntFrameAssembler()
 
 
@@ -582,6 +610,8 @@ class SerialBmsClient:
                     echo_ok = await self._daly_set_fets(charge, discharge)
                 elif self._protocol is BmsProtocol.ANT:
                     await self._ant_set_fets(charge, discharge)
+                elif self._protocol is BmsProtocol.JK:
+                    await self._jk_set_fets(charge, discharge)
                 elif self._protocol is BmsProtocol.JBD_UP:
                     raise BmsUnsupported("FET control over the JBD UP protocol")
                 else:
@@ -623,6 +653,8 @@ class SerialBmsClient:
                     cell_count=status.cell_count,
                     nominal_capacity=status.nominal_capacity,
                 )
+            elif self._protocol is BmsProtocol.JK:
+                info = self._jk_info(jk_serial.decode_status(await self._jk_read_all()))
             else:
                 info = await self._ant_new_info()
             self._info = info
@@ -648,6 +680,8 @@ class SerialBmsClient:
             reading = await self._daly_read()
         elif self._protocol is BmsProtocol.ANT:
             reading = ant.to_reading(ant.decode_legacy_status(await self._ant_legacy_status()))
+        elif self._protocol is BmsProtocol.JK:
+            reading = jk_serial.to_reading(await self._jk_read_all())
         else:
             reading = ant.to_reading(ant.decode_status(await self._ant_new_status()))
         self._extras_done = True
@@ -884,10 +918,42 @@ class SerialBmsClient:
             nominal_capacity=status.nominal_capacity,
         )
 
+    # --- JK ---------------------------------------------------------------------------------
+
+    async def _jk_read_all(self) -> jk_serial.JkSerialFrame:
+        """The read-all reply (a reply to 0x06, not the echo of the request)."""
+        (frame,) = await self._exchange(
+            jk_serial.encode_read_all_request(),
+            lambda f: f[8] == jk_serial.CMD_READ_ALL and f[10] != jk_serial.TYPE_REQUEST,
+        )
+        return jk_serial.parse_frame(frame)
+
+    async def _jk_set_fets(self, charge: bool | None, discharge: bool | None) -> None:
+        password, *writes = jk_serial.encode_switch_requests(charge=charge, discharge=discharge)
+        await self._send_only(password)
+        await asyncio.sleep(JK_PASSWORD_PAUSE)
+        for write in writes:
+            await self._send_only(write)
+        await asyncio.sleep(JK_APPLY_TIME)
+
+    def _jk_info(self, status: jk_serial.JkStatus) -> BmsInfo:
+        return BmsInfo(
+            protocol=self._protocol,
+            model=status.manufacturer,
+            serial=status.device_id,
+            firmware_version=status.software_version,
+            manufacture_date=status.manufacture_date,
+            cell_count=status.cell_count or len(status.cell_voltages) or None,
+            nominal_capacity=(
+                None if status.nominal_capacity is None else float(status.nominal_capacity)
+            ),
+        )
+
 
 _DETECTION_ORDER: Final[tuple[tuple[BmsProtocol, int | None], ...]] = (
     (BmsProtocol.JBD, None),
     (BmsProtocol.JBD_UP, None),
+    (BmsProtocol.JK, None),
     (BmsProtocol.DALY, daly.HOST_ADDRESS_RS485),
     (BmsProtocol.DALY, daly.HOST_ADDRESS_UART),
     (BmsProtocol.ANT, None),
@@ -901,14 +967,20 @@ async def detect_protocol(
     timeout: float = 1.5,
     open_connection: OpenConnection | None = None,
     jbd_up_address: int = jbd_up.DEFAULT_ADDRESS,
+    jk_pb_addresses: Iterable[int] = (1,),
 ) -> tuple[BmsProtocol, BmsInfo]:
     """Find out which BMS answers on ``port`` (this port only: probing others is unsafe).
 
-    Tries JBD, JBD UP (the pack at ``jbd_up_address``), Daly on the RS485 then the UART
+    Tries JBD, JBD UP (the pack at ``jbd_up_address``), JK, Daly on the RS485 then the UART
     address, ANT legacy, then ANT 2021, each with one request and ``timeout`` seconds to
     answer; JBD UP comes right after JBD, the same maker's older protocol at the same speed.
-    Raises :class:`BmsNotConnected` when the port cannot be opened and :class:`BmsNotDetected`
-    when nothing answered.
+    JK comes next: it is the most common of them, and at 115200 baud its request is noise to
+    the others (and theirs to it), so the order changes no other detection.
+
+    When none of them answers, the port is probed for a JK PB bus (the packs at
+    ``jk_pb_addresses``); if one answers, :class:`JkPbBusDetected` (a :class:`BmsNotDetected`)
+    is raised with the packs found. Raises :class:`BmsNotConnected` when the port cannot be
+    opened and :class:`BmsNotDetected` when nothing answered.
     """
     for protocol, address in _DETECTION_ORDER:
         client = SerialBmsClient(
@@ -929,4 +1001,15 @@ async def detect_protocol(
         finally:
             await client.close()
         return protocol, info
-    raise BmsNotDetected(f"no JBD, JBD UP, Daly or ANT BMS answered on {port}")
+    from . import jk_pb  # jk_pb builds on this module, so it is imported late
+
+    bus = jk_pb.JkPbBus(port, timeout=timeout, retries=0, open_connection=open_connection)
+    try:
+        packs = await bus.scan(jk_pb_addresses)
+    finally:
+        await bus.close()
+    if packs:
+        raise JkPbBusDetected(
+            f"a JK PB bus answers on {port} (packs {', '.join(map(str, packs))})", dict(packs)
+        )
+    raise BmsNotDetected(f"no JBD, JBD UP, Daly or ANT BMS and no JK BMS answered on {port}")
