@@ -811,3 +811,21 @@ def test_property_garbage_never_raises_or_loosens(
     )
     si = ChargeController(ChargeSettings())
     si.update(state.snapshot, NOW)
+
+
+def test_an_implausible_cell_keeps_the_others_numbered() -> None:
+    cells = (3.30, math.nan, 3.25, *(3.30,) * 12, 0.0)
+    broken = pack("x", snapshot=reading(0.0, cells=cells, voltage=52.8))
+    state = combine([broken, pack("y")], DEFAULT, 0.0)
+    assert state.lowest_cell == CellLocation("x", "x", 3, 3.25)
+    assert not state.cells_complete  # a cell nobody can read could be the one running away
+    assert state.cell_count_mismatch == ()
+    assert len(state.snapshot.cell_voltages) == 2
+
+
+def test_whole_numbers_count_as_numbers_and_bools_do_not() -> None:
+    ints = pack("i", nominal_capacity=100, decision=decision(ccl=50, dcl=100, cvl=55))
+    state = combine([ints, pack("b", nominal_capacity=True)], DEFAULT, 0.0)
+    assert state.charge_voltage == 55.0
+    assert state.charge.shares["b"] == 1.0  # True is not a capacity
+    assert state.charge.value == pytest.approx(50.0)

@@ -367,6 +367,8 @@ class BankState:
 
 
 def _number(value: object) -> float | None:
+    if type(value) is float:  # the common case first
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     number = float(value)
@@ -445,13 +447,16 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
     voltage = soc = current = None
     nominal = _in(pack.nominal_capacity, _SMALLEST_CAPACITY, MAX_CAPACITY)
     if raw is not None and snapshot is not None:
-        cells = tuple(
-            (index, volts)
-            for index, volts in enumerate(
-                (plausible_cell_voltage(v) for v in _values(raw.cell_voltages)), start=1
+        if snapshot.cell_voltages is raw.cell_voltages:  # every cell plausible: no search
+            cells = tuple(enumerate(raw.cell_voltages, start=1))
+        else:
+            cells = tuple(
+                (index, volts)
+                for index, volts in enumerate(
+                    (plausible_cell_voltage(v) for v in _values(raw.cell_voltages)), start=1
+                )
+                if volts is not None
             )
-            if volts is not None
-        )
         temperatures = snapshot.all_temperatures
         voltage = snapshot.voltage
         if voltage is None and len(cells) == settings.cells == len(raw.cell_voltages):
