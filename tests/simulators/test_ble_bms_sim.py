@@ -1,0 +1,364 @@
+"""Simulated Bluetooth BMS peers behind bleak's client seam, and aiobmsble running against them.
+
+The peers' frames are built by our own encoders; they are checked against the captured frames
+(the bytes we write are the bytes the real BMSs sent for the same values) and against aiobmsble,
+which must read back exactly the state the peer was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+import json
+from pathlib import Path
+import struct
+from typing import Any
+
+from bleak import BleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+import pytest
+
+from custom_components.sma_victron_bridge.protocols import ProtocolError, jbd
+from custom_components.sma_victron_bridge.protocols.ble_bms import (
+    BleBmsLink,
+    BleBmsReading,
+    bms_class_for,
+    library_bleak_client,
+)
+from custom_components.sma_victron_bridge.simulators import ble_bms as sim
+
+TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
+JK = {e["name"]: e for e in json.loads((TESTDATA / "jk" / "jk_ble.json").read_text())}
+JBD = {e["name"]: e for e in json.loads((TESTDATA / "ble_bms" / "jbd_ble.json").read_text())}
+DALY = {e["name"]: e for e in json.loads((TESTDATA / "ble_bms" / "daly_ble.json").read_text())}
+ADDRESS = "C8:47:80:00:00:01"
+
+
+def _device(address: str = ADDRESS) -> BLEDevice:
+    return BLEDevice(address, "sim-bms", {})
+
+
+@pytest.fixture
+def on_peers() -> Iterator[None]:
+    with sim.aiobmsble_on_simulated_peers():
+        yield
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[list[Any]]:
+    """Unregister every peer a test registered (so no test sees another's)."""
+    undo: list[Any] = []
+    yield undo
+    for unregister in undo:
+        unregister()
+
+
+def _register(registry: list[Any], peer: sim.BlePeer, address: str = ADDRESS) -> sim.BlePeer:
+    registry.append(sim.register_peer(address, peer))
+    return peer
+
+
+def _is_up(client: BleakClient | sim.SimulatedBleakBackend) -> bool:
+    """Connection state, read afresh (keeps mypy from carrying an earlier assert forward)."""
+    return bool(client.is_connected)
+
+
+def _link(family: str, *, keep: bool = True, timeout: float = 5.0, secret: str = "") -> BleBmsLink:
+    return BleBmsLink(
+        bms_class_for(family), _device(), keep_connection=keep, timeout=timeout, secret=secret
+    )
+
+
+# --- the backend on its own ------------------------------------------------------------------
+
+
+async def test_bleak_client_reaches_a_peer_through_the_backend(registry: list[Any]) -> None:
+    peer = _register(registry, sim.JbdBlePeer())
+    client = BleakClient(_device(), backend=sim.SimulatedBleakBackend)
+    received: list[bytes] = []
+    await client.connect()
+    assert client.is_connected
+    assert peer.connections == 1
+    services = client.services
+    assert services.get_characteristic("ff02") is not None
+    await client.start_notify("ff01", lambda _char, data: received.append(bytes(data)))
+    await client.write_gatt_char("ff02", b"\xdd\xa5\x03\x00\xff\xfd\x77", response=True)
+    await asyncio.sleep(0.01)
+    assert b"".join(received).startswith(b"\xdd\x03\x00")
+    assert len(received[0]) == 20  # ATT-sized notifications
+    await client.disconnect()
+    assert not _is_up(client)
+    assert peer.connections == 0
+
+
+async def test_backend_contract_as_habluetooth_builds_it(registry: list[Any]) -> None:
+    """As habluetooth builds it: (device, disconnected_callback=, services=, timeout=, bluez=)."""
+    peer = _register(registry, sim.JkBlePeer())
+    lost: list[bool] = []
+    backend = sim.SimulatedBleakBackend(
+        _device(),
+        disconnected_callback=lambda: lost.append(True),
+        services={"0000ffe0-0000-1000-8000-00805f9b34fb"},
+        timeout=10.0,
+        bluez={},
+    )
+    await backend.connect(False, timeout=20.0, dangerous_use_bleak_cache=True)
+    assert backend.is_connected
+    assert backend.peer is peer
+    assert backend.services is not None
+    char = backend.services.get_characteristic("ffe1")
+    assert char is not None
+    assert "notify" in char.properties
+    assert backend.mtu_size == 23
+    assert backend.name == ADDRESS
+    peer.drop_link()
+    assert lost == [True]
+    assert not _is_up(backend)
+    with pytest.raises(BleakError):
+        await backend.write_gatt_char(char, b"\x00", True)
+    await backend.disconnect()  # idempotent after a drop
+
+
+async def test_backend_without_peer_or_refused_is_not_found(registry: list[Any]) -> None:
+    backend = sim.SimulatedBleakBackend(_device())
+    with pytest.raises(BleakDeviceNotFoundError):
+        await backend.connect(False)
+    _register(registry, sim.DalyBlePeer(refuse_connections=True))
+    with pytest.raises(BleakDeviceNotFoundError):
+        await backend.connect(False)
+
+
+async def test_one_connection_slot(registry: list[Any]) -> None:
+    _register(registry, sim.DalyBlePeer())
+    first = sim.SimulatedBleakBackend(_device())
+    await first.connect(False)
+    with pytest.raises(BleakError, match="slot"):
+        await sim.SimulatedBleakBackend(_device()).connect(False)
+    await first.disconnect()
+
+
+def test_register_rejects_a_second_peer_at_one_address() -> None:
+    unregister = sim.register_peer(ADDRESS, sim.JbdBlePeer())
+    try:
+        with pytest.raises(ValueError, match="already"):
+            sim.register_peer(ADDRESS.lower(), sim.JbdBlePeer())
+        assert sim.registered_peer(ADDRESS.lower()) is not None
+    finally:
+        unregister()
+    assert sim.registered_peer(ADDRESS) is None
+
+
+def test_context_manager_points_aiobmsble_at_the_simulated_client() -> None:
+    original = library_bleak_client()
+    with sim.aiobmsble_on_simulated_peers():
+        assert library_bleak_client() is sim.SimulatedBleakClient
+        with sim.aiobmsble_on_simulated_peers():
+            assert library_bleak_client() is sim.SimulatedBleakClient
+        assert library_bleak_client() is sim.SimulatedBleakClient
+    assert library_bleak_client() is original
+
+
+# --- encoders against captures ---------------------------------------------------------------
+
+
+def _battery_like_jk(frame: bytes, *, layout_32s: bool) -> sim.BleBatteryState:
+    """A frozen pack holding the values a captured JK cell info frame carries."""
+    slots = 32 if layout_32s else 24
+    base = 150 if layout_32s else 118
+    mask = int.from_bytes(frame[6 + 2 * slots : 10 + 2 * slots], "little")
+    cells = [
+        int.from_bytes(frame[6 + 2 * i : 8 + 2 * i], "little") / 1000
+        for i in range(mask.bit_count())
+    ]
+    battery = sim.BleBatteryState(cells=len(cells), frozen=True)
+    battery.cell_voltages = cells
+    battery.voltage = int.from_bytes(frame[base : base + 4], "little") / 1000
+    (battery.current,) = struct.unpack_from("<i", frame, base + 8)
+    battery.current /= 1000
+    battery.soc = frame[base + 23]
+    battery.capacity_ah = int.from_bytes(frame[base + 28 : base + 32], "little") / 1000
+    battery.charge_fet = bool(frame[base + 48])
+    battery.discharge_fet = bool(frame[base + 49])
+    return battery
+
+
+@pytest.mark.parametrize(
+    ("name", "layout_32s"),
+    [
+        ("jk02_24s_v10_cell_info", False),
+        ("jk02_24s_v10_08_cell_info", False),
+        ("jk02_32s_v11_cell_info", True),
+        ("jk02_32s_v15_cell_info", True),
+        ("jk02_32s_v19_27_cell_info_balancing", True),
+    ],
+)
+def test_jk_cell_info_encoder_writes_the_captured_bytes(name: str, layout_32s: bool) -> None:
+    captured = bytes.fromhex(JK[name]["hex"])
+    battery = _battery_like_jk(captured, layout_32s=layout_32s)
+    ours = sim.jk_cell_info_frame(battery, layout_32s=layout_32s, firmware_major=19)
+    slots = 32 if layout_32s else 24
+    base = 150 if layout_32s else 118
+    count = len(battery.cell_voltages)
+    same = [
+        (0, 5),  # header and type
+        (6, 6 + 2 * count),  # cell voltages
+        (6 + 2 * slots, 10 + 2 * slots),  # enabled-cell mask
+        (base, base + 4),  # pack voltage
+        (base + 8, base + 12),  # current
+        (base + 23, base + 24),  # SOC
+        (base + 28, base + 32),  # nominal capacity
+        (base + 48, base + 50),  # FETs
+    ]
+    for start, end in same:
+        assert ours[start:end] == captured[start:end], (start, end)
+    assert sum(ours[:299]) & 0xFF == ours[299]
+
+
+def test_jk_device_info_encoder_writes_the_captured_fields() -> None:
+    captured = bytes.fromhex(JK["jk02_32s_v19_27_device_info"]["hex"])
+    expected = JK["jk02_32s_v19_27_device_info"]["expected"]
+    ours = sim.jk_device_info_frame(
+        model=expected["vendor_id"],
+        hardware=expected["hardware_version"],
+        firmware=expected["software_version"],
+        serial_number=expected["serial_number"],
+        name=expected["device_name"],
+        uptime_s=expected["uptime_s"],
+        power_on_count=expected["power_on_count"],
+    )
+    for start, key in ((6, "vendor_id"), (22, "hardware_version"), (30, "software_version")):
+        end = start + len(expected[key]) + 1  # the text and its terminating zero
+        assert ours[start:end] == captured[start:end], key
+    for start, key in ((46, "device_name"), (86, "serial_number")):
+        end = start + len(expected[key])
+        assert ours[start:end] == captured[start:end], key
+    assert ours[:5] == captured[:5]
+    assert ours[38:46] == captured[38:46]  # uptime and power-on count
+
+
+def test_jk_settings_encoder_writes_the_captured_fields() -> None:
+    captured = bytes.fromhex(JK["jk02_32s_v11_17_settings"]["hex"])
+    ours = sim.jk_settings_frame(
+        cells=8, capacity_ah=100.0, charge_switch=True, discharge_switch=True
+    )
+    for start in (114, 118, 122, 126, 130):  # cells, three switches, capacity
+        assert ours[start : start + 4] == captured[start : start + 4], start
+
+
+def test_jbd_encoders_write_the_captured_frames() -> None:
+    captured = bytes.fromhex(JBD["jbd_ble_basic_info_4s_280ah"]["hex"])
+    battery = sim.BleBatteryState(cells=4, capacity_ah=280.0, frozen=True)
+    battery.cell_voltages = [3.43, 3.425, 3.432, 3.417]
+    battery.voltage = 13.70  # measured by the BMS, not the cell sum
+    battery.soc = 279.98 / 280 * 100
+    battery.cycles = 0
+    battery.temperatures = [19.5, 19.5, 19.1]
+    data = sim.jbd_basic_info(battery, software_version=0x80)
+    ours = sim.jbd_reply(0x03, data)
+    assert len(ours) == len(captured)
+    for start, end in ((0, 10), (12, 14), (16, 22), (23, 33)):  # all but date, SOC, checksum
+        assert ours[start:end] == captured[start:end], (start, end)
+    assert jbd.parse_frame(ours).payload == data
+    cells = bytes.fromhex(JBD["jbd_ble_cell_voltages_4s"]["hex"])
+    assert sim.jbd_reply(0x04, cells[4:12]) == cells
+    login = JBD["jbd_ble_v13_auth_password_ack"]
+    assert sim.jbd_login_reply(True) == bytes.fromhex(login["hex"])
+
+
+def test_daly_encoder_writes_the_captured_status_block() -> None:
+    entry = DALY["daly_d2_status_62reg_8s_idle"]
+    captured = bytes.fromhex(entry["hex"])
+    expected = entry["expected"]
+    battery = sim.BleBatteryState(cells=8, capacity_ah=25.0, soc=100.0, frozen=True)
+    battery.cell_voltages = expected["cell_voltages"]
+    battery.temperatures = expected["temperatures"]
+    battery.voltage = expected["total_voltage"]
+    battery.cycles = 0
+    peer = sim.DalyBlePeer(battery=battery)
+    registers = peer._live_registers()
+    ours = sim.daly_read_reply(0xD2, [registers.get(i, 0) for i in range(62)])
+    for register in (*range(8), 0x20, 0x28, 0x29, 0x2A, 0x2F, 0x30, 0x31, 0x32, 0x33, 0x35):
+        start = 3 + 2 * register
+        assert ours[start : start + 2] == captured[start : start + 2], hex(register)
+
+
+# --- aiobmsble against live peers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("firmware", ["10.07", "11.17", "15.38", "19.27"])
+async def test_jk_live_peer_reads_back_its_state(
+    firmware: str, registry: list[Any], on_peers: None
+) -> None:
+    battery = sim.BleBatteryState(cells=16, capacity_ah=200.0, soc=42.0, frozen=True)
+    battery.current = -12.5
+    battery.temperatures = [18.5, 19.0, 20.0, 21.5]
+    battery.mosfet_temperature = 33.3
+    battery.charge_fet = False
+    peer = _register(registry, sim.JkBlePeer(firmware=firmware, battery=battery, at_noise=True))
+    link = _link("jikong")
+    reading = await link.update()
+    assert reading.cell_voltages == pytest.approx(battery.cell_voltages)
+    assert reading.voltage == pytest.approx(battery.voltage, abs=1e-3)
+    assert reading.current == pytest.approx(-12.5)
+    assert reading.soc == 42
+    assert reading.remaining_capacity == pytest.approx(84.0)
+    assert reading.nominal_capacity == 200
+    assert reading.charge_fet is False
+    assert reading.discharge_fet is True
+    assert reading.mosfet_temperature == pytest.approx(33.3)
+    sensors = 4 if firmware >= "14" else 2
+    assert reading.temperatures == pytest.approx([18.5, 19.0, 21.5, 20.0][:sensors])
+    info = await link.device_info()
+    assert info["sw_version"] == firmware
+    assert info["manufacturer"] == "Jikong"
+    await link.close()
+    assert peer.connections == 0
+
+
+async def test_jbd_live_peer_with_login(registry: list[Any], on_peers: None) -> None:
+    battery = sim.BleBatteryState(cells=4, frozen=True)
+    battery.balancing = {2}
+    battery.problem_code = 1 << 4  # charge over-temperature
+    _register(registry, sim.JbdBlePeer(password="123456", battery=battery))
+    link = _link("jbd", secret="123456")
+    reading = await link.update()
+    assert reading.balancing == (False, False, True, False)
+    assert reading.protections == {"charge_overtemperature"}
+    assert reading.cell_voltages == pytest.approx(battery.cell_voltages)
+    await link.close()
+
+
+async def test_daly_live_peer(registry: list[Any], on_peers: None) -> None:
+    battery = sim.BleBatteryState(cells=16, frozen=True)
+    battery.current = 7.5
+    battery.problem_code = 0x0100
+    _register(registry, sim.DalyBlePeer(battery=battery))
+    link = _link("daly")
+    reading = await link.update()
+    assert reading.current == pytest.approx(7.5)
+    assert reading.mosfet_temperature == pytest.approx(26.0)
+    assert reading.protections == {"bms_problem"}
+    assert reading.problem_code == 0x0100
+    await link.close()
+
+
+async def test_keep_connection_false_frees_the_slot_after_each_update(
+    registry: list[Any], on_peers: None
+) -> None:
+    peer = _register(registry, sim.JkBlePeer())
+    link = _link("jikong", keep=False)
+    for _ in range(3):
+        assert isinstance(await link.update(), BleBmsReading)
+        assert peer.connections == 0
+    assert (link.updates, link.connects, link.reconnects) == (3, 3, 2)
+    held = _link("jikong", keep=True)
+    await held.update()
+    await held.update()
+    assert peer.connections == 1
+    assert held.connects == 1
+    await held.close()
+    await held.close()  # idempotent
+    assert peer.connections == 0
+    with pytest.raises(ProtocolError):
+        await held.update()
