@@ -142,7 +142,7 @@ def main() -> None:
         sent.clear()
         for second, bank in enumerate(banks):
             now = float(second) + 0.5
-            sent.append(limiter.apply(si.update(bank.snapshot, now), bank, now))
+            sent.append(limiter.apply(si.update(bank.snapshot, now), bank, now, si.settings))
 
     single_time = best(singles)
     combine_time = best(combined)

@@ -130,7 +130,7 @@ class Bank:
                 pack.tick(self.t)
             self.state = combine([p.state() for p in self.packs.values()], self.settings, self.t)
             self.si_decision = self.si.update(self.state.snapshot, self.t, grid_connected=grid)
-            self.sent = self.limiter.apply(self.si_decision, self.state, self.t)
+            self.sent = self.limiter.apply(self.si_decision, self.state, self.t, self.si.settings)
         assert self.state is not None
         return self.state
 
@@ -462,38 +462,76 @@ def pack(name: str, t: float = 0.0, **kw: Any) -> PackState:
     return PackState(**values)
 
 
+SI = ChargeSettings()  # 16s LiFePO4: float 54.0 V, CVL falls ramp at 5 mV/s
+
+
 def test_limiter_passes_a_looser_bank_and_steps_a_fall_to_zero() -> None:
     limiter = BankLimiter()
     loose = combine([pack("a"), pack("b")], DEFAULT, 0.0)
     si = decision(ccl=40.0, dcl=60.0, cvl=54.0)
-    assert limiter.apply(si, loose, 0.0) is si
+    assert limiter.apply(si, loose, 0.0, SI) is si
     stale = combine([pack("a"), pack("b", snapshot=None)], DEFAULT, 1.0)
-    stepped = limiter.apply(si, stale, 1.0)
+    stepped = limiter.apply(si, stale, 1.0, SI)
     assert stepped.charge_current_limit == STEP_CURRENT
     assert stepped.limited_by_charge is Reason.STALE_SOURCE
-    assert limiter.apply(si, stale, 2.0).charge_current_limit == STEP_CURRENT
-    assert limiter.apply(si, stale, 2.3).charge_current_limit == 0.0
-    assert limiter.apply(si, stale, 9.0).charge_current_limit == 0.0
+    assert limiter.apply(si, stale, 2.0, SI).charge_current_limit == STEP_CURRENT
+    assert limiter.apply(si, stale, 2.3, SI).charge_current_limit == 0.0
+    assert limiter.apply(si, stale, 9.0, SI).charge_current_limit == 0.0
     # A fresh start at 0 A (nothing sent above 1 A) goes straight to 0.
-    assert BankLimiter().apply(si, stale, 0.0).charge_current_limit == 0.0
+    assert BankLimiter().apply(si, stale, 0.0, SI).charge_current_limit == 0.0
     # Recovery: the cap lifts at once; the controller's own ramp shapes the rise.
-    assert limiter.apply(si, loose, 10.0).charge_current_limit == 40.0
+    assert limiter.apply(si, loose, 10.0, SI).charge_current_limit == 40.0
 
 
 def test_limiter_caps_discharge_and_charge_voltage() -> None:
-    low = pack("a", decision=decision(dcl=20.0, cvl=53.5, limited_by_discharge=Reason.SOC))
+    low = pack("a", decision=decision(dcl=20.0, cvl=54.5, limited_by_discharge=Reason.SOC))
     state = combine([low, pack("b")], DEFAULT, 0.0)
-    capped = BankLimiter().apply(decision(dcl=300.0), state, 0.0)
+    capped = BankLimiter().apply(decision(dcl=300.0), state, 0.0, SI)
     assert capped.discharge_current_limit == pytest.approx(20.0 / 0.55)
     assert capped.limited_by_discharge is Reason.SOC
-    assert capped.charge_voltage == 53.5
+    assert capped.charge_voltage == 54.5  # the first decision: nothing sent before, no ramp
     # A decision that is not a number is replaced by the bank's cap, never kept.
-    garbage = BankLimiter().apply(decision(ccl=math.nan, dcl=math.inf), state, 0.0)
+    garbage = BankLimiter().apply(decision(ccl=math.nan, dcl=math.inf), state, 0.0, SI)
     assert garbage.charge_current_limit == state.charge.value
     assert garbage.discharge_current_limit == state.discharge.value
     # A bank reason the controller does not know becomes a BMS protection.
     odd = replace(state, charge=replace(state.charge, value=0.0, reason="something"))
-    assert BankLimiter().apply(decision(), odd, 0.0).limited_by_charge is Reason.BMS_PROTECTION
+    assert BankLimiter().apply(decision(), odd, 0.0, SI).limited_by_charge is Reason.BMS_PROTECTION
+
+
+def test_limiter_charge_voltage_ramps_floors_and_follows_a_guard_at_once() -> None:
+    limiter = BankLimiter()
+    high = combine([pack("a"), pack("b")], DEFAULT, 0.0)
+    assert limiter.apply(decision(), high, 0.0, SI).charge_voltage == 55.2
+    # Pack b goes to float (its own controller ramps; a joining pack could jump): the cap ramps.
+    floating = combine([pack("a"), pack("b", decision=decision(cvl=54.0))], DEFAULT, 1.0)
+    assert floating.charge_voltage_pack == "b"
+    assert not floating.charge_voltage_guard
+    ramped = [limiter.apply(decision(), floating, float(t), SI).charge_voltage for t in (1, 2, 3)]
+    assert ramped == pytest.approx([55.195, 55.19, 55.185])
+    # A long gap counts as at most the stale time (as in the controller): 30 s at 5 mV/s.
+    assert limiter.apply(decision(), floating, 400.0, SI).charge_voltage == pytest.approx(55.035)
+    for t in range(401, 650):
+        sent = limiter.apply(decision(), floating, float(t), SI)
+    assert sent.charge_voltage == 54.0
+    # A pack's cell-voltage guard pulls the bank down at once, but never below float.
+    limiter = BankLimiter()
+    limiter.apply(decision(), high, 0.0, SI)
+    guard = decision(cvl=54.6, cell_voltage_guard=True)
+    guarded = combine([pack("a"), pack("b", decision=guard)], DEFAULT, 1.0)
+    assert guarded.charge_voltage_guard
+    assert limiter.apply(decision(), guarded, 1.0, SI).charge_voltage == 54.6
+    wrong = decision(cvl=13.8, cell_voltage_guard=True)  # a 4-cell pack's voltage
+    odd = combine([pack("a"), pack("b", decision=wrong)], DEFAULT, 2.0)
+    assert limiter.apply(decision(), odd, 2.0, SI).charge_voltage == SI.float_voltage
+    # A controller voltage that is not a number is sent as the float voltage.
+    assert limiter.apply(decision(cvl=math.nan), high, 3.0, SI).charge_voltage == 54.0
+    # A clock that is not a number: the ramp holds, the 1 A step does not start.
+    assert limiter.apply(decision(), floating, math.nan, SI).charge_voltage == 54.0
+    # No pack asks for anything: the controller's own voltage goes out.
+    assert limiter.apply(decision(), combine([], DEFAULT, 4.0), 4.0, SI).charge_voltage == 55.2
+    stale = combine([pack("a", snapshot=None)], DEFAULT, 4.0)
+    assert limiter.apply(decision(), stale, math.nan, SI).charge_current_limit == 0.0
 
 
 # --- construction, conversion, garbage -------------------------------------------------------

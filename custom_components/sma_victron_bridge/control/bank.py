@@ -60,7 +60,7 @@ from ..protocols.bms_common import (
     BmsReading,
 )
 from .charge import ChargeDecision
-from .chemistry import MAX_CURRENT, UnsafeSetting
+from .chemistry import MAX_CURRENT, ChargeSettings, UnsafeSetting
 from .limits import STEP_CURRENT, STEP_HOLD, Reason
 from .snapshot import (
     MAX_CURRENT_READING,
@@ -332,7 +332,8 @@ class BankState:
     capacity-weighted SOC, ``voltage`` the median of their voltages, ``current`` the shunt's
     (``current_source`` "shunt") or the sum of theirs ("packs"). ``charge``/``discharge`` are
     the bank's current limits, ``charge_voltage`` the lowest charge voltage any pack's
-    controller asks for (``charge_voltage_pack`` which). ``snapshot`` is the bank for a Sunny
+    controller asks for (``charge_voltage_pack`` which; ``charge_voltage_guard`` when that pack's
+    cell-voltage guard sets it). ``snapshot`` is the bank for a Sunny
     Island controller; ``cells_complete`` whether it carries a complete cell set.
     """
 
@@ -354,6 +355,7 @@ class BankState:
     discharge: BankLimit
     charge_voltage: float | None
     charge_voltage_pack: str | None
+    charge_voltage_guard: bool
     stale_packs: tuple[str, ...]
     disagreeing_packs: tuple[str, ...]
     cell_count_mismatch: tuple[str, ...]
@@ -403,6 +405,7 @@ class _Pack:
     cvl: float | None
     ccl_reason: str
     dcl_reason: str
+    guard: bool
     charge_fet: bool | None
     discharge_fet: bool | None
     conductance: float | None
@@ -490,6 +493,7 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
         cvl=cvl,
         ccl_reason=ccl_reason,
         dcl_reason=dcl_reason,
+        guard=decision is not None and decision.cell_voltage_guard is True,
         charge_fet=_flag(pack.charge_fet),
         discharge_fet=_flag(pack.discharge_fet),
         conductance=None if not resistance else 1.0 / resistance,
@@ -886,6 +890,7 @@ def combine(
         discharge=discharge,
         charge_voltage=cvl,
         charge_voltage_pack=cvl_pack,
+        charge_voltage_guard=any(p.pack_id == cvl_pack and p.guard for p in cleaned),
         stale_packs=stale,
         disagreeing_packs=disagreeing,
         cell_count_mismatch=mismatch,
@@ -943,31 +948,40 @@ class BankLimiter:
     """Caps a Sunny Island controller's decision by the bank's limits; one per Sunny Island.
 
     The decision's own limits already respect the bank's snapshot; the cap adds what only the
-    packs know (their own limits, their shares, a stale pack). Charge falls to 0 A pass through
-    1 A for :data:`~.limits.STEP_HOLD` seconds like every other soft fall (DESIGN.md invariant
-    4); everything else is applied at once, as taking a limit down must be.
+    packs know (their own limits, their shares, a stale pack). It shapes the cap the way the
+    controller shapes its own limits:
+
+    * a charge fall to 0 A from above 1 A passes 1 A for :data:`~.limits.STEP_HOLD` seconds
+      (DESIGN.md invariant 4); every other current cap applies at once;
+    * the charge voltage is never pulled below the Sunny Island's float voltage (a charge voltage
+      far below the battery's makes a Sunny Island discharge it whatever the discharge limit,
+      FSS-ConnectingBat-TI-en-10 p. 18, and the guard of a single pack stops at float too); a
+      fall set by a pack's cell-voltage guard applies at once, any other fall (a pack going to
+      float, a pack joining with a lower voltage) ramps at ``cvl_ramp_rate``.
     """
 
     def __init__(self) -> None:
         """Start with no history (the first cap of 0 A is applied at once: nothing was sent)."""
         self._last_charge: float | None = None
         self._stepping_since: float | None = None
+        self._last_cvl: float | None = None
+        self._last_now: float | None = None
 
-    def apply(self, decision: ChargeDecision, bank: BankState, now: float) -> ChargeDecision:
-        """``decision`` with CCL, DCL and CVL no higher than the bank allows."""
-        cap = bank.charge.value
-        if cap <= 0.0:
-            previous = self._last_charge
-            stepping = self._stepping_since
-            if stepping is not None and 0.0 <= now - stepping < STEP_HOLD:
-                cap = STEP_CURRENT
-            elif stepping is None and previous is not None and previous > STEP_CURRENT:
-                self._stepping_since = now
-                cap = STEP_CURRENT
-        else:
-            self._stepping_since = None
+    def apply(
+        self, decision: ChargeDecision, bank: BankState, now: float, settings: ChargeSettings
+    ) -> ChargeDecision:
+        """``decision`` with CCL, DCL and CVL no higher than the bank allows.
+
+        ``settings`` are the Sunny Island controller's (float voltage, CVL ramp rate).
+        """
+        clock = _number(now)
+        dt = 0.0
+        if clock is not None:
+            if self._last_now is not None:
+                dt = min(max(0.0, clock - self._last_now), settings.stale_after)
+            self._last_now = clock
         changes: dict[str, object] = {}
-        ccl = _capped(decision.charge_current_limit, cap)
+        ccl = _capped(decision.charge_current_limit, self._charge_cap(bank.charge.value, clock))
         if ccl != decision.charge_current_limit:
             changes["charge_current_limit"] = ccl
             changes["limited_by_charge"] = _reason(bank.charge)
@@ -976,12 +990,42 @@ class BankLimiter:
         if dcl != decision.discharge_current_limit:
             changes["discharge_current_limit"] = dcl
             changes["limited_by_discharge"] = _reason(bank.discharge)
-        cvl = bank.charge_voltage
-        if cvl is not None and not cvl >= decision.charge_voltage:
+        cvl = self._charge_voltage(decision.charge_voltage, bank, settings, dt)
+        if cvl != decision.charge_voltage:
             changes["charge_voltage"] = cvl
         if not changes:
             return decision
         return replace(decision, **changes)  # type: ignore[arg-type]
+
+    def _charge_cap(self, cap: float, now: float | None) -> float:
+        if cap > 0.0:
+            self._stepping_since = None
+            return cap
+        stepping = self._stepping_since
+        if stepping is not None:
+            if now is not None and 0.0 <= now - stepping < STEP_HOLD:
+                return STEP_CURRENT
+            return cap
+        previous = self._last_charge
+        if now is not None and previous is not None and previous > STEP_CURRENT:
+            self._stepping_since = now
+            return STEP_CURRENT
+        return cap
+
+    def _charge_voltage(
+        self, own: float, bank: BankState, settings: ChargeSettings, dt: float
+    ) -> float:
+        number = _number(own)
+        sent = settings.float_voltage if number is None else number
+        target = bank.charge_voltage
+        if target is not None:
+            target = max(target, settings.float_voltage)
+            previous = self._last_cvl
+            if not bank.charge_voltage_guard and previous is not None and target < previous:
+                target = max(target, previous - settings.cvl_ramp_rate / 1000.0 * dt)
+            sent = min(sent, target)
+        self._last_cvl = sent
+        return sent
 
 
 __all__ = [
