@@ -78,6 +78,18 @@ def test_a_zero_byte_before_the_acknowledgement_is_tolerated() -> None:
     assert assembler.feed(padded + b"\x00") == [padded]
 
 
+def test_a_reply_waits_for_an_acknowledgement_behind_a_zero_byte() -> None:
+    raw = REPLY_BYTES[1]
+    padded = raw[:300] + b"\x00" + raw[300:]
+    assembler = jk_pb.ReplyAssembler()
+    assert assembler.feed(padded[:308]) == []
+    assert assembler.feed(padded[308:]) == [padded]
+    # An acknowledgement of a register that triggers nothing is no acknowledgement.
+    body = b"\x01\x10\x16\x22\x00\x01"
+    odd = raw[:300] + body + crc16_modbus(body).to_bytes(2, "little")
+    assert jk_pb.ReplyAssembler().feed(odd) == []
+
+
 def test_bad_replies_and_triggers() -> None:
     raw = REPLY_BYTES[0]
     with pytest.raises(ProtocolError, match="bytes"):

@@ -101,6 +101,15 @@ def test_identity_records() -> None:
     assert (reading.model, reading.serial) == (status.manufacturer, status.device_id)
 
 
+def test_manufacture_date_that_is_no_date() -> None:
+    for text in (b"2213", b"22AB", b"\0\0\0\0"):
+        records = jk_serial.encode_records([(jk_serial.REG_MANUFACTURE_DATE, text)])
+        frame = jk_serial.parse_frame(
+            jk_serial.encode_frame(jk_serial.CMD_READ_ALL, records, frame_type=1)
+        )
+        assert jk_serial.decode_status(frame).manufacture_date is None
+
+
 def test_temperatures_below_zero_follow_the_document() -> None:
     # JK's document: above 100 is below zero, 101 = -1 °C (syssi's code would say -2).
     assert jk_serial.decode_temperature(101) == -1.0

@@ -75,6 +75,11 @@ async def bus_client(sim: JkPbBusSimulator, **options: object) -> AsyncIterator[
         await bus.close()
 
 
+def is_connected(bus: JkPbBus) -> bool:
+    """A call, so that type narrowing does not freeze the property."""
+    return bus.connected
+
+
 def jk_pack(tmp_path: Path, **options: object) -> JkSimulator:
     """A 4S 100 Ah JK board in a fully scripted state."""
     sim = JkSimulator(
@@ -376,3 +381,30 @@ async def test_pb_bus_lives_a_day(tmp_path: Path) -> None:
         assert sim.plugged
     with pytest.raises(RuntimeError, match="stopped"):
         await sim.start()
+
+
+async def test_pb_bus_port_errors(tmp_path: Path) -> None:
+    missing = JkPbBus(port(tmp_path, "nothing"), timeout=SHORT)
+    assert missing.port == port(tmp_path, "nothing")
+    with pytest.raises(BmsNotConnected, match="cannot open"):
+        await missing.read(1)
+    await missing.close()
+    sim = pb_bus(tmp_path)
+    async with running(sim), bus_client(sim, timeout=SHORT) as bus:
+        assert not is_connected(bus)
+        await bus.read(1)
+        assert is_connected(bus)
+        await sim.unplug()
+        with pytest.raises(BmsNotConnected):
+            await bus.scan()
+
+
+async def test_pb_packs_live_while_the_bus_runs(tmp_path: Path) -> None:
+    sim = JkPbBusSimulator((1, 2), link_path=port(tmp_path), time_scale=60.0)
+    sim.packs[1].current = 50.0
+    sim.packs[2].frozen = True
+    sim.packs[2].current = 50.0
+    async with running(sim):
+        await asyncio.sleep(1.3)  # one physics step of a minute
+    assert sim.packs[1].soc > 50.0
+    assert sim.packs[2].soc == 50.0
