@@ -346,14 +346,16 @@ def test_a_stale_pack_stops_charging_and_names_the_pack(bank: Bank) -> None:
     assert state.discharge.excluded == {"B": Exclusion.STALE}
     assert state.discharge.value == pytest.approx(100.0 / share(100.0, 380.0))
     assert state.packs[1].status is PackStatus.STALE
-    # The Sunny Island's controller sees frozen safety fields: its own stale rules apply.
+    # The Sunny Island's controller goes on judging the packs it sees (incomplete cells); the
+    # cap takes its charge limit to 0 A through 1 A and adds the stale-source warning.
     assert bank.si_decision is not None
-    assert bank.si_decision.stale
-    assert "cell_voltages" in bank.si_decision.stale_fields
+    assert not bank.si_decision.stale
+    assert not state.cells_complete
     assert bank.sent is not None
-    assert bank.sent.charge_current_limit <= STEP_CURRENT
+    assert 0.0 < bank.sent.charge_current_limit <= STEP_CURRENT
     assert bank.sent.limited_by_charge is Reason.STALE_SOURCE
-    bank.run(3)
+    assert AlarmItem.BMS_INTERNAL in bank.sent.warnings
+    bank.run(2)
     assert bank.sent.charge_current_limit == 0.0
     # Back again: charging resumes (after the controllers' recovery hold and ramp).
     bank.packs["B"].silent = False
@@ -361,6 +363,21 @@ def test_a_stale_pack_stops_charging_and_names_the_pack(bank: Bank) -> None:
     assert state.stale_packs == ()
     assert state.charge.value == pytest.approx(0.5 * 580 / TOLERANCE)
     assert bank.sent.charge_current_limit > 100.0
+
+
+def test_off_grid_a_low_cell_alarms_while_another_pack_is_stale(bank: Bank) -> None:
+    # Off-grid the Sunny Island ignores the discharge limit: the alarm is the only stop, and a
+    # stale pack must not blind the controller to the packs it still sees.
+    bank.packs["A"].silent = True
+    bank.run(35, grid=None)
+    bank.packs["C"].overrides = {"cells": (2.85,) + (3.2,) * 15}
+    state = bank.run(10, grid=None)
+    assert state.stale_packs == ("A",)
+    assert state.discharge.value == 0.0
+    assert bank.si_decision is not None
+    assert AlarmItem.LOW_VOLTAGE in bank.si_decision.alarms
+    assert bank.sent is not None
+    assert AlarmItem.LOW_VOLTAGE in bank.sent.alarms
 
 
 def test_a_stale_pack_with_charging_allowed() -> None:

@@ -29,8 +29,9 @@ battery source. :class:`BankLimiter` then caps that controller's decision by the
 The bank's snapshot carries the extreme cells of the packs that take current in each direction
 as a representative pack of ``cells`` cells (lowest, highest, then cells in between), so the
 Sunny Island's cell rules (cut-offs, curves, cell-voltage guard, balance, the off-grid
-under-voltage alarm) see the bank's worst cell. A stale pack shows up there as frozen safety
-fields, so the controller's own stale handling (1 A step, warning) applies as well.
+under-voltage alarm) see the bank's worst cell. A stale pack makes that cell set incomplete;
+the controller keeps judging the packs it can see (the off-grid under-voltage alarm above all),
+and :class:`BankLimiter` takes the charge current to 0 A through 1 A and adds the warning.
 
 Everything is pure and never raises on garbage: values that are not finite numbers are unknown,
 and unknown always falls to the safe side (less current, a lower charge voltage).
@@ -61,7 +62,7 @@ from ..protocols.bms_common import (
 )
 from .charge import ChargeDecision
 from .chemistry import MAX_CURRENT, ChargeSettings, UnsafeSetting
-from .limits import STEP_CURRENT, STEP_HOLD, Reason
+from .limits import STEP_CURRENT, STEP_HOLD, AlarmItem, Reason
 from .snapshot import (
     MAX_CURRENT_READING,
     BatterySnapshot,
@@ -74,8 +75,6 @@ MAX_RESISTANCE: Final = 10.0
 """Ω above which an internal resistance is not a pack's (a 48 V pack has milliohms)."""
 _SMALLEST_CAPACITY: Final = 1e-9
 _SMALLEST_VOLTAGE: Final = 1e-9
-_FROZEN_FIELDS: Final = ("voltage", "cell_voltages", "temperature")
-"""Safety fields dated back to a stale pack's last reading in the bank's snapshot."""
 
 # Protections a BMS acts on by opening the FET of one direction. With that FET reported off the
 # pack takes no current that way, so the flag is the pack's own business, not the bank's.
@@ -750,7 +749,6 @@ def _bank_snapshot(
     packs: Sequence[_Pack],
     online: Sequence[_Pack],
     settings: BankSettings,
-    now: float | None,
     *,
     soc: float | None,
     voltage: float | None,
@@ -784,14 +782,6 @@ def _bank_snapshot(
     else:
         known = [p.timestamp for p in packs if p.timestamp is not None]
         timestamp = max(known) if known else math.nan
-    times: Mapping[str, float] = MappingProxyType({})
-    if stale and not settings.allow_charging_with_stale_pack and now is not None:
-        # The stale pack's cells and temperatures are unknown since its last reading: to the
-        # controller the bank's safety fields froze then (its own stale rules take over).
-        frozen = now - settings.stale_after - 1.0
-        last = [p.timestamp for p in stale if p.timestamp is not None]
-        since = min(frozen, *last) if last else frozen
-        times = MappingProxyType({name: min(since, timestamp) for name in _FROZEN_FIELDS})
     snapshot = BatterySnapshot(
         timestamp=timestamp,
         soc=soc,
@@ -803,7 +793,6 @@ def _bank_snapshot(
         alarms=_protections(taking),
         mosfet_temperature=max(mosfets) if mosfets else None,
         capacity_ah=nominal,
-        field_times=times,
     )
     return snapshot, complete
 
@@ -856,7 +845,6 @@ def combine(
         cleaned,
         online,
         settings,
-        clock,
         soc=soc,
         voltage=voltage,
         current=current,
@@ -953,6 +941,7 @@ class BankLimiter:
 
     * a charge fall to 0 A from above 1 A passes 1 A for :data:`~.limits.STEP_HOLD` seconds
       (DESIGN.md invariant 4); every other current cap applies at once;
+    * a stale pack adds the warning a stale source raises (``bms_internal``, 0x35A);
     * the charge voltage is never pulled below the Sunny Island's float voltage (a charge voltage
       far below the battery's makes a Sunny Island discharge it whatever the discharge limit,
       FSS-ConnectingBat-TI-en-10 p. 18, and the guard of a single pack stops at float too); a
@@ -993,6 +982,9 @@ class BankLimiter:
         cvl = self._charge_voltage(decision.charge_voltage, bank, settings, dt)
         if cvl != decision.charge_voltage:
             changes["charge_voltage"] = cvl
+        if bank.stale_packs and AlarmItem.BMS_INTERNAL not in decision.warnings:
+            # What the controller raises for a stale source: the inverter hears of it too.
+            changes["warnings"] = decision.warnings | {AlarmItem.BMS_INTERNAL}
         if not changes:
             return decision
         return replace(decision, **changes)  # type: ignore[arg-type]
