@@ -47,6 +47,7 @@ from ...protocols.bms_client import (
     BmsNotDetected,
     BmsProtocol,
     BmsTimeout,
+    JkPbBusDetected,
     SerialBmsClient,
     detect_protocol,
 )
@@ -54,13 +55,19 @@ from ...protocols.bms_common import BmsReading
 from ...runtime import BridgeConfigEntry
 from ...simulators.bms import AntSimulator, DalySimulator, JbdSimulator, JbdUpSimulator
 from ...simulators.day_clock import demo_start_time_of_day
+from ...simulators.jk import JkSimulator
 from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
 from ..charge_settings import settings_from_entry
 from ..simulation import sun_time_scale
+from .bus import JkPbBusRuntime
+from .bus_entry import is_bus_entry
 from .data import SerialBmsData, record_gap, record_reading
 from .entities import BINARY_SENSORS, SENSORS, SWITCHES
 
 _LOGGER = logging.getLogger(__name__)
+
+BUS_DETECTED = "jk_pb_bus"
+"""Probe outcome: no single BMS answered, but JK PB packs did (the flow scans the bus)."""
 
 PROTOCOL_NAMES = {
     BmsProtocol.JBD: "JBD",
@@ -68,10 +75,11 @@ PROTOCOL_NAMES = {
     BmsProtocol.DALY: "Daly",
     BmsProtocol.ANT: "ANT",
     BmsProtocol.ANT_NEW: "ANT",
+    BmsProtocol.JK: "JK",
 }
 
 
-type BmsSimulator = JbdSimulator | JbdUpSimulator | DalySimulator | AntSimulator
+type BmsSimulator = JbdSimulator | JbdUpSimulator | DalySimulator | AntSimulator | JkSimulator
 
 
 def create_simulator(protocol: BmsProtocol, serial_number: str | None) -> BmsSimulator:
@@ -90,6 +98,8 @@ def create_simulator(protocol: BmsProtocol, serial_number: str | None) -> BmsSim
         )
     if protocol is BmsProtocol.DALY:
         return DalySimulator(serial_number=serial_number, time_scale=scale, start_time_of_day=start)
+    if protocol is BmsProtocol.JK:
+        return JkSimulator(serial_number=serial_number, time_scale=scale, start_time_of_day=start)
     return AntSimulator(
         protocol="new" if protocol is BmsProtocol.ANT_NEW else "legacy",
         serial_number=serial_number,
@@ -319,6 +329,8 @@ async def async_probe_bms(
                 reading = await client.read()
             finally:
                 await client.close()
+    except JkPbBusDetected as err:
+        raise ProbeError(BUS_DETECTED) from err
     except (BmsNotDetected, BmsTimeout, BmsChecksumError, TimeoutError) as err:
         raise ProbeError("no_answer") from err
     except (ProtocolError, OSError) as err:
@@ -328,4 +340,6 @@ async def async_probe_bms(
 
 def create_runtime(hass: HomeAssistant, entry: BridgeConfigEntry) -> DeviceRuntime:
     """The runtime of a Serial BMS entry: one BMS on its port, or the packs of a JK PB bus."""
+    if is_bus_entry(entry):
+        return JkPbBusRuntime(hass, entry)
     return SerialBmsRuntime(hass, entry)
