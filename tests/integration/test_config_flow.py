@@ -70,6 +70,7 @@ async def _start_manual(hass: HomeAssistant) -> str:
         "sunny_island",
         "sunny_boy",
         "victron_ble",
+        "ble_bms",
         "simulated",
     ]
     result = await hass.config_entries.flow.async_configure(
@@ -192,6 +193,9 @@ async def test_simulated_step_offers_every_simulator(hass: HomeAssistant) -> Non
         "victron_ble_dcdc",
         "victron_ble_inverter",
         "victron_ble_ve_bus",
+        "ble_bms_jk",
+        "ble_bms_jbd",
+        "ble_bms_daly",
     ]
     options = EN["selector"]["simulated_device"]["options"]
     assert set(options) == set(select_values(result, "simulated_device"))

@@ -63,6 +63,7 @@ KINDS: tuple[Kind, ...] = (
         "VictronBleOptionsFlow",
         "victron_ble_supports_options",
     ),
+    Kind(DeviceKind.BLE_BMS, "BleBmsRuntime", "BleBmsFlow", "BleBmsOptionsFlow"),
 )
 """Every device kind, in the order of the user menu (and of the simulated-device list)."""
 

@@ -161,7 +161,16 @@ class VictronBleFlow(ConfigFlow):
     async def async_step_bluetooth(
         self, discovery_info: bluetooth.BluetoothServiceInfoBleak
     ) -> ConfigFlowResult:
-        """Home Assistant heard a Victron advertisement: offer to add the device."""
+        """Home Assistant heard a Victron advertisement: offer to add the device.
+
+        Bluetooth BMSes are discovered through the same manifest: an advertisement without
+        Victron's company id (737) came from one of the BMS matchers and is the Bluetooth BMS
+        kind's to identify.
+        """
+        if MANUFACTURER_ID not in discovery_info.manufacturer_data:
+            bms_step = getattr(self, "async_step_ble_bms_bluetooth")  # noqa: B009
+            result: ConfigFlowResult = await bms_step(discovery_info)
+            return result
         header = victron_header(discovery_info)
         if header is None:
             return self.async_abort(reason="not_supported")
