@@ -15,9 +15,15 @@ and "32S" (32 of each). Every field behind the cells moves by 32 bytes in 32S, e
 MOSFET temperature (134 in 24S, 144 in 32S) and the error word (u16 at 136 in 24S, u32 at 166
 in 32S). The frame does not say which layout it uses; :func:`layout_for` decides from the
 device info. Byte 254 in 32S is a fifth temperature for syssi and a second MOSFET sensor for
-aiobmsble; it reads the same as the MOSFET temperature in every capture, so it is treated as
-the MOSFET's and not offered as a battery temperature. Bytes 256/258 (syssi: temperatures 4
-and 3) are battery sensors.
+aiobmsble; it reads the same as the MOSFET temperature (or 0) in every capture, so it is
+treated as the MOSFET's and not offered as a battery temperature. Bytes 256/258 (syssi:
+temperatures 4 and 3) are battery sensors; an unplugged one reads -200.0 °C (raw -2000, which
+aiobmsble skips), so an extra sensor outside -40 ... 120 °C is taken as absent.
+
+The error word is read as little-endian with bit 0 = the first entry of the JK app's alarm
+list ("wire resistance", "MOS OTP", ...), as txubelaxu/esphome-jk-bms decodes the PB bus
+frames (u32 at 166, bits 16-23 in byte 168). syssi reads the 32S word as u16 big-endian at 166
+and aiobmsble keeps only its upper half; no capture has an error bit set to settle it.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ ERROR_BITS: Final[tuple[str | None, ...]] = (
 syssi and aiobmsble give it; later bits (MOSFET faults, GPS, sensors …) are kept only raw."""
 
 _TEMPERATURE_RANGE: Final = (-40.0, 120.0)  # °C; an extra sensor outside it is taken as absent
+_ABSENT_SENSOR: Final = -200.0  # °C: what a 32S frame carries for an unplugged extra sensor
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
@@ -450,7 +457,7 @@ def encode_cell_info(info: Jk02CellInfo, layout: Layout | str, *, counter: int =
     if slots == 32:
         struct.pack_into("<h", frame, 254, deci(info.mosfet_temperature))
         for index, offset in ((2, 258), (3, 256)):
-            value = sensors[index] if index < len(sensors) else _TEMPERATURE_RANGE[0] - 100
+            value = sensors[index] if index < len(sensors) else _ABSENT_SENSOR
             struct.pack_into("<h", frame, offset, deci(value))
     frame[o.errors : o.errors + o.errors_size] = (
         info.errors & ((1 << 8 * o.errors_size) - 1)
