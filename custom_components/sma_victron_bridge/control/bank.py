@@ -749,6 +749,7 @@ def _bank_snapshot(
     packs: Sequence[_Pack],
     online: Sequence[_Pack],
     settings: BankSettings,
+    now: float,
     *,
     soc: float | None,
     voltage: float | None,
@@ -778,9 +779,10 @@ def _bank_snapshot(
     ]
     stamps = [p.timestamp for p in online if p.timestamp is not None]
     if stamps:
-        timestamp = min(stamps)
+        timestamp = min(stamps)  # as old as the oldest reading it is made of
     else:
-        known = [p.timestamp for p in packs if p.timestamp is not None]
+        # Nobody online: as old as the newest past reading, so the controller sees it stale.
+        known = [p.timestamp for p in packs if p.timestamp is not None and not p.timestamp > now]
         timestamp = max(known) if known else math.nan
     snapshot = BatterySnapshot(
         timestamp=timestamp,
@@ -845,6 +847,7 @@ def combine(
         cleaned,
         online,
         settings,
+        math.nan if clock is None else clock,
         soc=soc,
         voltage=voltage,
         current=current,
