@@ -185,6 +185,8 @@ async def test_simulated_step_offers_every_simulator(hass: HomeAssistant) -> Non
         "serial_bms_daly",
         "serial_bms_ant",
         "serial_bms_jbd_up",
+        "serial_bms_jk",
+        "serial_bms_jk_pb",
         "sunny_island",
         "sunny_boy_speedwire",
         "sunny_boy_bluetooth",
