@@ -267,6 +267,7 @@ DEVICE_NAMES = {
     "island": "Sunny Island",
     "smartsolar": "SmartSolar",
     "sunny_boy": "Sunny Boy",
+    "jk_ble": "JK BMS",
 }
 """The demo's device names: the entity ids they lead to are the ones ``dashboards/`` uses."""
 
@@ -275,7 +276,8 @@ async def add_demo_devices(api: Api) -> dict[str, str]:
     """The whole simulated system, added through the real config and options flows.
 
     A BMV forwarding to an MPPT over VE.Direct, a Sunny Island run by a JBD serial BMS, a
-    SmartSolar heard over Bluetooth (through a simulated proxy) and a Sunny Boy on Speedwire.
+    SmartSolar heard over Bluetooth (through a simulated proxy), a Sunny Boy on Speedwire and a
+    JK BMS read over Bluetooth through a simulated connectable proxy.
     Returns the name each new entry's device gets; nothing when the devices exist already.
     """
     if await api.entries():
@@ -298,6 +300,7 @@ async def add_demo_devices(api: Api) -> dict[str, str]:
     )
     smartsolar = await api.add_simulated("victron_ble_solar")
     sunny_boy = await api.add_simulated("sunny_boy_speedwire")
+    jk_ble = await api.add_simulated("ble_bms_jk")
     created = {
         "bmv": bmv,
         "mppt": mppt,
@@ -305,6 +308,7 @@ async def add_demo_devices(api: Api) -> dict[str, str]:
         "island": island,
         "smartsolar": smartsolar,
         "sunny_boy": sunny_boy,
+        "jk_ble": jk_ble,
     }
     return {result["result"]["entry_id"]: DEVICE_NAMES[key] for key, result in created.items()}
 

@@ -91,7 +91,7 @@ def test_second_start_is_as_fast_as_the_first(tmp_path: Path, socket_enabled: No
     config = tmp_path / "config"
     first = provision_once(config, free_port())
     titles = entry_titles(config)
-    assert len(titles) == 6, titles
+    assert len(titles) == 7, titles
     second = provision_once(config, free_port())
     # The same devices, not a second set, and no five-minute wait for onboarding.
     assert entry_titles(config) == titles
