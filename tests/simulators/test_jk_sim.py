@@ -312,7 +312,13 @@ async def test_pb_garbage_corruption_and_unplug(tmp_path: Path) -> None:
         with pytest.raises(BmsNotConnected):
             await bus.read(1)
         await sim.replug()
+        sim.packs[1].requests.clear()
         assert (await bus.read(1)).reading.soc == 51.0
+        # A new connection reads the identity again (the pack may have been swapped).
+        assert sim.packs[1].requests == [
+            jk_pb.encode_trigger(1, jk_pb.REG_DEVICE_INFO),
+            jk_pb.encode_trigger(1, jk_pb.REG_CELL_INFO),
+        ]
 
 
 async def test_pb_only_corrupt_replies_and_unsupported_fets(tmp_path: Path) -> None:

@@ -295,6 +295,8 @@ class JkPbBus:
         except Exception as err:  # any failure to open means "not connected"
             raise BmsNotConnected(f"cannot open {self._port}: {err}") from err
         self._assembler.reset()
+        # After a reconnect the packs may have been swapped or readdressed: ask them again.
+        self._identities.clear()
         self._writer = writer
         self._pump = asyncio.get_running_loop().create_task(
             self._read_port(reader, writer), name=f"jk-pb-reader-{self._port}"
@@ -382,6 +384,7 @@ class JkPbBus:
         return identity
 
     async def _read(self, address: int, attempts: int) -> JkPbPack:
+        await self._ensure_open()  # first: a reconnect forgets the identities
         identity = await self._identity(address, attempts)
         frame = await self._request(address, REG_CELL_INFO, attempts)
         info = identity.info
@@ -399,7 +402,8 @@ class JkPbBus:
         )
 
     async def read(self, address: int) -> JkPbPack:
-        """One full refresh of one pack (its identity is read once, on the first call)."""
+        """One full refresh of one pack (its identity is read on the first call after the port
+        opened, then kept)."""
         _check_address(address)
         async with self._lock:
             return await self._read(address, self._retries + 1)
