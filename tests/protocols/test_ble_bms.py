@@ -25,20 +25,31 @@ integration follows:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+import aiobmsble  # type: ignore[import-untyped]
+from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from custom_components.sma_victron_bridge.protocols import ProtocolError, jbd
 from custom_components.sma_victron_bridge.protocols.ble_bms import (
+    BMS_PROBLEM,
     CAPTURE_PROTOCOLS,
     BleBmsReading,
     BleBmsUnsupported,
+    bms_class_for,
     decode_ble_capture,
+    follow_bleak_client,
+    library_bleak_client,
+    matchers,
+    reading_from_sample,
+    supported_families,
 )
+from custom_components.sma_victron_bridge.protocols.bms_common import crc16_modbus
 from custom_components.sma_victron_bridge.simulators import ble_bms as sim
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
@@ -321,3 +332,239 @@ def test_every_capture_is_covered_by_a_test() -> None:
         + [BY_NAME["daly_p81_cells_rt1"]]
     )
     assert sorted(_ids(covered)) == sorted(e["name"] for _, e in ALL)
+
+
+# --- the adapter on its own ------------------------------------------------------------------
+
+
+def _sensor(value: float, kind: str) -> Any:
+    return aiobmsble.TempSensor(value, aiobmsble.TempSensor.T[kind])
+
+
+def test_sample_fields_map_onto_a_reading() -> None:
+    sample = {
+        "battery_level": 55,
+        "voltage": 53.2,
+        "current": -4.5,
+        "cycle_charge": 140.0,
+        "design_capacity": 280,
+        "cycles": 12,
+        "cell_voltages": [3.32, 3.33, 3.34],
+        "temp_values": [
+            _sensor(21.0, "GENERIC"),
+            _sensor(22.0, "CELL"),
+            _sensor(30.0, "MOSFET"),
+            _sensor(35.5, "MOSFET"),
+            _sensor(40.0, "PCB"),
+            _sensor(18.0, "AMBIENT"),
+        ],
+        "balancer": 0b101,
+        "chrg_mosfet": True,
+        "dischrg_mosfet": False,
+        "problem_code": 0,
+        "problem": False,
+        "battery_health": 97,
+        "balance_current": 0.2,
+        "heater": True,
+        "runtime": 3600,
+    }
+    reading = reading_from_sample(sample)
+    assert reading.power == pytest.approx(-239.4)
+    assert reading == BleBmsReading(
+        soc=55.0,
+        voltage=53.2,
+        current=-4.5,
+        power=reading.power,
+        remaining_capacity=140.0,
+        nominal_capacity=280.0,
+        cycles=12,
+        cell_voltages=(3.32, 3.33, 3.34),
+        temperatures=(21.0, 22.0),
+        mosfet_temperature=35.5,  # the hottest MOSFET sensor
+        balancing=(True, False, True),
+        charge_fet=True,
+        discharge_fet=False,
+        soh=97.0,
+        balancer_active=True,
+        balance_current=0.2,
+        problem_code=0,
+        library_problem=False,
+        heater=True,
+        other_temperatures=(40.0, 18.0),
+        runtime=3600,
+    )
+
+
+def test_library_power_wins_and_a_bool_balancer_has_no_cells() -> None:
+    reading = reading_from_sample(
+        {"voltage": 50.0, "current": 2.0, "power": 99.0, "balancer": True, "temperature": 25.0}
+    )
+    assert reading.power == 99.0
+    assert reading.balancing == ()
+    assert reading.balancer_active is True
+    assert reading.temperatures == (25.0,)  # a family with one temperature and no sensor list
+    assert reading.nominal_capacity is None
+
+
+def test_balancing_without_cell_voltages_uses_the_cell_count() -> None:
+    reading = reading_from_sample({"balancer": 0b10, "cell_count": 4})
+    assert reading.balancing == (False, True, False, False)
+    huge = reading_from_sample({"balancer": -1, "cell_count": 10**12})
+    assert len(huge.balancing) == 64
+
+
+@pytest.mark.parametrize(
+    ("family", "sample", "bms_problem", "expected"),
+    [
+        ("jbd", {"problem_code": 0b1_0000_0000_0001}, False, {"cell_overvoltage", "mosfet_lock"}),
+        ("jbd", {"problem_code": 1 << 14}, False, {BMS_PROBLEM}),  # beyond the named bits
+        ("jbd", {"problem_code": 0}, False, set()),
+        ("jikong", {"problem_code": 0x0400}, False, {BMS_PROBLEM}),
+        ("daly", {"problem_code": 1 << 40}, False, {BMS_PROBLEM}),
+        (None, {"problem_code": 3}, False, {BMS_PROBLEM}),
+        ("vatrer", {"problem": True}, True, {BMS_PROBLEM}),  # the BMS's own flag
+        ("daly", {"problem": True, "cycle_charge": 0.0}, False, set()),  # aiobmsble's verdict
+    ],
+)
+def test_only_what_the_bms_reports_becomes_a_protection(
+    family: str | None, sample: dict[str, Any], bms_problem: bool, expected: set[str]
+) -> None:
+    reading = reading_from_sample(sample, family=family, bms_problem=bms_problem)
+    assert reading.protections == expected
+
+
+_SAMPLE_KEYS = (
+    "battery_level", "voltage", "current", "power", "cycle_charge", "design_capacity", "cycles",
+    "cell_voltages", "temp_values", "temperature", "balancer", "cell_count", "chrg_mosfet",
+    "dischrg_mosfet", "problem", "problem_code", "battery_health", "balance_current", "heater",
+    "runtime", "unknown_key",
+)  # fmt: skip
+_ANY_VALUE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=4)
+    | st.builds(aiobmsble.TempSensor, st.floats(), st.sampled_from(list(aiobmsble.TempSensor.T))),
+    lambda inner: st.lists(inner, max_size=5),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sample=st.dictionaries(st.sampled_from(_SAMPLE_KEYS), _ANY_VALUE),
+    family=st.sampled_from([None, "jbd", "jikong", "daly"]),
+    bms_problem=st.booleans(),
+)
+def test_any_sample_gives_a_reading(
+    sample: dict[str, Any], family: str | None, bms_problem: bool
+) -> None:
+    """Whatever a library release puts in a sample, the adapter never raises."""
+    reading = reading_from_sample(sample, family=family, bms_problem=bms_problem)
+    assert all(isinstance(v, float) for v in reading.cell_voltages)
+    assert all(isinstance(v, float) for v in reading.temperatures)
+    assert len(reading.balancing) <= 64
+
+
+# --- random and damaged frames ---------------------------------------------------------------
+
+
+def _decode_outcome(protocol: str, frame: bytes) -> BleBmsReading | None:
+    async def run() -> BleBmsReading | None:
+        try:
+            return await decode_ble_capture(protocol, frame, timeout=2.0)
+        except ProtocolError:
+            return None
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=150, deadline=None)
+@given(protocol=st.sampled_from(sorted(CAPTURE_PROTOCOLS)), data=st.binary(max_size=400))
+def test_random_bytes_raise_only_protocol_error(protocol: str, data: bytes) -> None:
+    _decode_outcome(protocol, data)
+
+
+_DAMAGEABLE = (
+    [("jk_ble", e) for e in JK_VALID_CELLS + JK_DEVICE_INFOS if e["name"] != "jk04_device_info"]
+    + [("jbd_ble", e) for e in JBD_VALUES]
+    + [("daly_ble", e) for e in DALY_STATUS]
+)
+
+
+def _with_valid_check(protocol: str, frame: bytearray) -> bytes:
+    """The damaged frame with its checksum made right again, so it reaches the library."""
+    if protocol == "jk_ble":
+        frame[299] = sum(frame[:299]) & 0xFF
+    elif protocol == "jbd_ble":
+        frame[-3:-1] = jbd.checksum(frame[2:-3]).to_bytes(2, "big")
+    else:
+        frame[-2:] = crc16_modbus(frame[:-2]).to_bytes(2, "little")
+    return bytes(frame)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    capture=st.sampled_from(_DAMAGEABLE),
+    flips=st.lists(st.integers(min_value=0, max_value=8 * 400), min_size=1, max_size=8),
+    cut=st.none() | st.integers(min_value=0, max_value=400),
+)
+def test_damaged_captures_raise_only_protocol_error(
+    capture: tuple[str, dict[str, Any]], flips: list[int], cut: int | None
+) -> None:
+    """Bit flips in the data (checksum repaired: they reach aiobmsble) and truncation."""
+    protocol, entry = capture
+    frame = bytearray(_frame(entry))
+    first, end = {"jk_ble": (6, 299), "jbd_ble": (4, len(frame) - 3)}.get(
+        protocol, (3, len(frame) - 2)
+    )
+    for flip in flips:
+        position = first + (flip // 8) % (end - first)
+        frame[position] ^= 1 << flip % 8
+    damaged = _with_valid_check(protocol, frame)
+    _decode_outcome(protocol, damaged if cut is None else damaged[:cut])
+
+
+# --- families --------------------------------------------------------------------------------
+
+
+def test_families_and_classes() -> None:
+    families = supported_families()
+    assert {"jikong", "jbd", "daly"} <= set(families)
+    assert "dummy" not in families
+    assert families == tuple(sorted(families))
+    assert bms_class_for("jikong") is bms_class_for("jikong_bms")
+    assert bms_class_for("jbd").__module__ == "aiobmsble.bms.jbd_bms"
+    with pytest.raises(BleBmsUnsupported, match="no_such"):
+        bms_class_for("no_such")
+
+
+def test_matchers_are_the_library_definitions() -> None:
+    every = matchers()
+    assert set(every) == set(supported_families())
+    jk = every["jikong"]
+    assert {m.get("manufacturer_id") for m in jk} == {0x0B65, 0x4B4A}
+    assert all(m["service_uuid"] == "0000ffe0-0000-1000-8000-00805f9b34fb" for m in jk)
+    known = {
+        "local_name", "service_uuid", "service_data_uuid", "manufacturer_id",
+        "manufacturer_data_start", "oui", "connectable",
+    }  # fmt: skip
+    for family, patterns in every.items():
+        assert patterns, family
+        for pattern in patterns:
+            assert set(pattern) <= known, (family, pattern)
+
+
+def test_follow_bleak_client_points_the_library_at_bleak_s_current_client() -> None:
+    from aiobmsble import basebms
+    import bleak
+
+    before = basebms.BleakClient
+    try:
+        basebms.BleakClient = sim.SimulatedBleakClient
+        assert follow_bleak_client() is True
+        assert library_bleak_client() is bleak.BleakClient
+        assert follow_bleak_client() is False
+    finally:
+        basebms.BleakClient = before

@@ -8,8 +8,9 @@ which must read back exactly the state the peer was given.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 import json
+import math
 from pathlib import Path
 import struct
 from typing import Any
@@ -17,12 +18,16 @@ from typing import Any
 from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakDeviceNotFoundError, BleakError
+from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from custom_components.sma_victron_bridge.protocols import ProtocolError, jbd
 from custom_components.sma_victron_bridge.protocols.ble_bms import (
+    BleBmsAuthError,
     BleBmsLink,
     BleBmsReading,
+    BleBmsTimeout,
+    BleBmsUnreachable,
     bms_class_for,
     library_bleak_client,
 )
@@ -62,6 +67,10 @@ def _register(registry: list[Any], peer: sim.BlePeer, address: str = ADDRESS) ->
 def _is_up(client: BleakClient | sim.SimulatedBleakBackend) -> bool:
     """Connection state, read afresh (keeps mypy from carrying an earlier assert forward)."""
     return bool(client.is_connected)
+
+
+def _is_up_link(link: BleBmsLink) -> bool:
+    return link.is_connected
 
 
 def _link(family: str, *, keep: bool = True, timeout: float = 5.0, secret: str = "") -> BleBmsLink:
@@ -362,3 +371,282 @@ async def test_keep_connection_false_frees_the_slot_after_each_update(
     assert peer.connections == 0
     with pytest.raises(ProtocolError):
         await held.update()
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "peer_factory", "cuts"),
+    [
+        ("jikong", lambda: sim.JkBlePeer(firmware="11.17"), (20, 21, 22, 23, 150, 299)),
+        ("jikong", lambda: sim.JkBlePeer(firmware="10.07"), tuple(range(20, 320, 7))),
+        # 19.x appends the ready frame to the device info frame's last notification
+        ("jikong", lambda: sim.JkBlePeer(firmware="19.27"), (20, 150, 299)),
+        ("jbd", sim.JbdBlePeer, (20, 21, 30)),
+    ],
+)
+async def test_notifications_split_at_any_byte_after_the_first_20(
+    family: str,
+    peer_factory: Any,
+    cuts: tuple[int, ...],
+    registry: list[Any],
+    on_peers: None,
+) -> None:
+    """aiobmsble reassembles any later split; the first notification holds the frame header.
+
+    With the smallest ATT MTU a notification carries 20 bytes, so a reply's first notification
+    always holds its header. Splits inside the header are the fuzz test's business below: there
+    aiobmsble loses the frame (a timeout, a ProtocolError), which is all that may happen.
+    """
+    peer = _register(registry, peer_factory())
+    peer.split_at = cuts
+    link = _link(family)
+    reading = await link.update()
+    assert reading.cell_voltages == pytest.approx(peer.battery.cell_voltages)
+    await link.close()
+
+
+async def test_slow_answers_time_out_then_recover(registry: list[Any], on_peers: None) -> None:
+    peer = _register(registry, sim.JkBlePeer(latency=0.4))
+    link = _link("jikong", timeout=0.3)
+    with pytest.raises(ProtocolError) as caught:
+        await link.update()
+    assert caught.type in (BleBmsTimeout, BleBmsUnreachable)
+    assert peer.connections == 0  # a failed update leaves no link behind
+    peer.latency = 0.02
+    assert (await link.update()).soc is not None
+    assert (link.updates, link.failures) == (1, 1)
+    assert link.last_error is not None
+    await link.close()
+
+
+async def test_link_dropped_mid_reply(registry: list[Any], on_peers: None) -> None:
+    peer = _register(registry, sim.JkBlePeer(chunk_size=20))
+    link = _link("jikong", timeout=1.0)
+    await link.update()
+    peer.drop_after_notifications = 5  # the next cell info frame breaks off after 100 bytes
+    with pytest.raises(BleBmsUnreachable):
+        await link.update()
+    assert peer.connections == 0
+    assert peer.queued_notifications == 0
+    assert (await link.update()).cell_voltages
+    assert link.reconnects == 1
+    await link.close()
+
+
+async def test_out_of_range_then_back(registry: list[Any], on_peers: None) -> None:
+    peer = _register(registry, sim.DalyBlePeer(refuse_connections=True))
+    link = _link("daly", timeout=1.0)
+    with pytest.raises(BleBmsUnreachable):
+        await link.update()
+    peer.refuse_connections = False
+    assert (await link.update()).voltage is not None
+    await link.close()
+
+
+async def test_peer_going_away_drops_a_held_link(registry: list[Any], on_peers: None) -> None:
+    peer = sim.JbdBlePeer()
+    unregister = sim.register_peer(ADDRESS, peer)
+    link = _link("jbd", timeout=1.0)
+    await link.update()
+    assert link.is_connected
+    unregister()
+    assert not _is_up_link(link)
+    assert peer.connections == 0
+    with pytest.raises(BleBmsUnreachable):
+        await link.update()
+    await link.close()
+
+
+async def test_wrong_password_is_an_auth_error(registry: list[Any], on_peers: None) -> None:
+    _register(registry, sim.JbdBlePeer(password="123456"))
+    link = _link("jbd", secret="654321", timeout=2.0)
+    with pytest.raises(BleBmsAuthError):
+        await link.update()
+    await link.close()
+
+
+async def test_replace_device_moves_to_the_new_route(registry: list[Any], on_peers: None) -> None:
+    first = _register(registry, sim.JkBlePeer())
+    second_battery = sim.BleBatteryState(soc=91.0, frozen=True)
+    second = _register(registry, sim.JkBlePeer(battery=second_battery), "C8:47:80:00:00:02")
+    link = _link("jikong")
+    assert (await link.update()).soc == 60
+    link.replace_device(link_device := _device("C8:47:80:00:00:02"))
+    link.replace_device(link_device)  # the same device again changes nothing
+    assert link.address == "C8:47:80:00:00:02"
+    assert (await link.update()).soc == 91
+    assert first.connections == 0
+    assert second.connections == 1
+    await link.close()
+
+
+async def test_noise_and_raw_notifications_are_ignored(registry: list[Any], on_peers: None) -> None:
+    peer = _register(registry, sim.JkBlePeer(at_noise=True))
+    peer.noise = (b"\x00\xff", b"AT\r\n")
+    link = _link("jikong")
+    await link.update()
+    peer.inject(b"\x55\xaa\xeb\x90\x02garbage")  # a broken frame: aiobmsble asks again
+    await asyncio.sleep(0.01)
+    assert (await link.update()).cell_voltages
+    await link.close()
+
+
+async def test_jk_switch_commands_reach_the_battery(registry: list[Any]) -> None:
+    peer = _register(registry, sim.JkBlePeer())
+    client = BleakClient(_device(), backend=sim.SimulatedBleakBackend)
+    await client.connect()
+    frames: list[bytes] = []
+    await client.start_notify("ffe1", lambda _c, data: frames.append(bytes(data)))
+    command = bytearray(sim.JK_COMMAND_HEADER + bytes((0x1D, 4, 0, 0, 0, 0)) + bytes(9) + b"\0")
+    command[19] = sum(command[:19]) & 0xFF
+    await client.write_gatt_char("ffe1", bytes(command), response=False)
+    bad = bytes(command[:19]) + bytes(((command[19] + 1) & 0xFF,))
+    await client.write_gatt_char("ffe1", bad, response=False)  # wrong sum: ignored
+    await asyncio.sleep(0.01)
+    assert peer.battery.charge_fet is False
+    assert b"".join(frames)[4] == 0x01  # the settings frame reports the switch
+    await client.disconnect()
+
+
+async def test_daly_writes_are_echoed_and_unknown_requests_ignored(registry: list[Any]) -> None:
+    peer = sim.DalyBlePeer()
+    _register(registry, peer)
+    client = BleakClient(_device(), backend=sim.SimulatedBleakBackend)
+    await client.connect()
+    frames: list[bytes] = []
+    await client.start_notify("fff1", lambda _c, data: frames.append(bytes(data)))
+    write = bytes.fromhex(DALY["daly_d2_balancer_on_write"]["request_hex"])
+    await client.write_gatt_char("fff2", write, response=True)
+    await client.write_gatt_char("fff2", b"\xd2\x03\x00\x00", response=True)  # too short
+    await client.write_gatt_char("fff2", write[:-1] + b"\x00", response=True)  # bad CRC
+    await asyncio.sleep(0.01)
+    assert frames == [write]
+    assert peer.register_writes == [(0xCF, 1)]
+    await client.disconnect()
+
+
+# --- the simulated day -----------------------------------------------------------------------
+
+
+def _fet(battery: sim.BleBatteryState, which: str) -> bool:
+    return bool(battery.charge_fet if which == "charge" else battery.discharge_fet)
+
+
+def test_battery_lives_a_solar_day() -> None:
+    battery = sim.BleBatteryState(soc=40.0, start_time_of_day=12 * 3600, time_scale=600)
+    battery.advance(now=1000.0)
+    battery.advance(now=1003.0)  # 30 simulated minutes around noon
+    assert battery.current > 0
+    assert battery.soc > 40.0
+    assert battery.time_of_day == pytest.approx(12.5 * 3600)
+    night = sim.BleBatteryState(soc=40.0, start_time_of_day=2 * 3600)
+    night.step(1800)
+    assert night.current < 0
+    assert night.soc < 40.0
+
+
+def test_battery_protection_switches_the_fets() -> None:
+    battery = sim.BleBatteryState(soc=99.9)
+    battery.current = 500.0  # pushes the full cells past 3.65 V
+    battery.step(60)
+    assert not _fet(battery, "charge")  # cell over-voltage: the BMS opens the charge FET
+    battery.soc = 80.0
+    battery.step(60)  # no charge current flows: the cells settle below the release voltage
+    assert _fet(battery, "charge")
+    battery.soc = 0.5
+    battery.current = -50.0
+    battery.step(60)
+    assert battery.discharge_fet is False
+
+
+def test_battery_follows_an_inverter_and_can_be_frozen() -> None:
+    battery = sim.BleBatteryState(start_time_of_day=0.0)
+    battery.follow_current(42.0)
+    battery.step(60)
+    assert battery.current == 42.0
+    with pytest.raises(ValueError, match="finite"):
+        battery.follow_current(math.nan)
+    frozen = sim.BleBatteryState(frozen=True, soc=33.0)
+    frozen.advance(now=0.0)
+    frozen.advance(now=10_000.0)
+    assert frozen.soc == 33.0
+
+
+@pytest.mark.parametrize("kwargs", [{"cells": 0}, {"capacity_ah": 0.0}, {"time_scale": 0.0}])
+def test_battery_rejects_impossible_packs(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"must|cells"):
+        sim.BleBatteryState(**kwargs)
+
+
+# --- any notification stream ---------------------------------------------------------------
+
+
+_PEERS: dict[str, Callable[[], sim.BlePeer]] = {
+    "jikong": lambda: sim.JkBlePeer(firmware="19.27"),
+    "jikong-24s": lambda: sim.JkBlePeer(firmware="10.07", at_noise=True),
+    "jbd": sim.JbdBlePeer,
+    "daly": sim.DalyBlePeer,
+}
+
+
+async def _survive(
+    kind: str,
+    cuts: list[int],
+    noise: list[bytes],
+    drop_after: int | None,
+    garbage: list[bytes] | None,
+    keep: bool,
+) -> None:
+    before = asyncio.all_tasks()
+    address = "C8:47:80:00:00:7F"
+    peer: sim.BlePeer = _PEERS[kind]()
+    peer.split_at = tuple(cuts) or None
+    peer.noise = tuple(noise)
+    peer.drop_after_notifications = drop_after
+    if garbage is not None and isinstance(peer, sim.JkBlePeer):
+        peer.replay = {0x03: garbage[0], 0x02: garbage[-1], 0xC8: sim.jk_ready_frame()}
+    elif garbage is not None and isinstance(peer, sim.JbdBlePeer):
+        peer.replay = {0x03: garbage[0], 0x04: garbage[-1]}
+    unregister = sim.register_peer(address, peer)
+    try:
+        family = kind.split("-", maxsplit=1)[0]
+        link = BleBmsLink(
+            bms_class_for(family), _device(address), keep_connection=keep, timeout=0.25
+        )
+        for _ in range(2):
+            try:
+                reading = await link.update()
+            except ProtocolError:
+                continue
+            assert isinstance(reading, BleBmsReading)
+        await link.close()
+        assert peer.connections == 0
+        assert peer.queued_notifications == 0
+        await asyncio.sleep(0)
+        assert asyncio.all_tasks() == before
+    finally:
+        unregister()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(sorted(_PEERS)),
+    cuts=st.lists(st.integers(min_value=1, max_value=330), max_size=10),
+    noise=st.lists(st.binary(min_size=1, max_size=40), max_size=3),
+    drop_after=st.none() | st.integers(min_value=0, max_value=20),
+    garbage=st.none() | st.lists(st.binary(min_size=1, max_size=330), min_size=1, max_size=2),
+    keep=st.booleans(),
+)
+def test_link_survives_any_notification_stream(
+    kind: str,
+    cuts: list[int],
+    noise: list[bytes],
+    drop_after: int | None,
+    garbage: list[bytes] | None,
+    keep: bool,
+) -> None:
+    """Random splits, noise, drops and garbage frames: only ProtocolError, nothing left behind."""
+    with sim.aiobmsble_on_simulated_peers():
+        asyncio.run(_survive(kind, cuts, noise, drop_after, garbage, keep))

@@ -35,9 +35,11 @@ needs charging, and implausible values are already made "unknown" by
 protection: a non-zero ``problem_code``, and the ``problem`` flag of the few families that set it
 themselves (the link reads the sample raw to tell the two apart). For JBD the code is the
 protection word of the JBD document and is named bit by bit with the shared names of
-:mod:`.bms_common` (``cell_overvoltage``, ...). For every other family the code's bits are not
-documented alike, so the reading carries :data:`BMS_PROBLEM` - "the BMS reports a problem",
-without inventing a cause - and the raw code for display. The charge controller
+:mod:`.bms_common` (``cell_overvoltage``, ...). For every other family the reading carries
+:data:`BMS_PROBLEM` - "the BMS reports a problem", without inventing a cause - and the raw code
+for display: the bits are not documented alike (JK's error word, for one, changed meaning between
+firmware releases; syssi's esphome-jk-bms keeps per-firmware overrides for its names, and
+aiobmsble keeps only 16 of its 32 bits). The charge controller
 (``control/limits.py``) must treat :data:`BMS_PROBLEM` as a charge-blocking BMS-internal
 protection (charge current 0, warning "BMS internal"); see that module's protection table.
 
@@ -58,6 +60,7 @@ import functools
 import importlib
 import itertools
 import logging
+import math
 import pkgutil
 from typing import TYPE_CHECKING, Any, Final
 
@@ -87,6 +90,7 @@ __all__ = [
     "BleBmsUnsupported",
     "bms_class_for",
     "decode_ble_capture",
+    "follow_bleak_client",
     "library_bleak_client",
     "matchers",
     "reading_from_sample",
@@ -112,6 +116,7 @@ _NOT_A_FAMILY: Final = frozenset({"dummy"})  # aiobmsble's template module, no r
 _JBD_PROTECTION_BITS: Final = len(PROTECTION_NAMES)
 _BATTERY_SENSORS: Final = frozenset({"GENERIC", "CELL", "CELL_MAX", "CELL_MIN"})
 _MOSFET_SENSOR: Final = "MOSFET"
+_MAX_CELLS: Final = 64  # more than any family carries (aiobmsble's largest is 48)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -203,6 +208,25 @@ def library_bleak_client() -> type[Any]:
     return client
 
 
+def follow_bleak_client() -> bool:
+    """Make aiobmsble use whatever ``bleak.BleakClient`` is now; True if that changed it.
+
+    For Home Assistant, at entry setup (the bluetooth integration is set up by then and has put
+    its routing wrapper in ``bleak.BleakClient``): if ``aiobmsble.basebms`` was imported earlier,
+    it still holds the plain client, whose connections would bypass HA's adapters and proxies.
+    Habluetooth does the same for bleak-retry-connector. Not for use inside
+    ``simulators.ble_bms.aiobmsble_on_simulated_peers`` (it would undo that redirection).
+    """
+    from aiobmsble import basebms
+    import bleak
+
+    if basebms.BleakClient is bleak.BleakClient:
+        return False
+    _LOGGER.debug("aiobmsble now connects through %s", bleak.BleakClient)
+    basebms.BleakClient = bleak.BleakClient
+    return True
+
+
 # --- the adapter -----------------------------------------------------------------------------
 
 
@@ -232,11 +256,16 @@ class BleBmsReading(BmsReading):
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        return None
 
 
 def _integer(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return int(value)
 
@@ -258,9 +287,11 @@ def _temperatures(
     other: list[float] = []
     values = sample.get("temp_values")
     for sensor in values if isinstance(values, list | tuple) else ():
+        if isinstance(sensor, str | bytes | bool):
+            continue
         try:
             value = float(sensor)
-        except TypeError, ValueError:
+        except TypeError, ValueError, OverflowError:
             continue
         kind = _sensor_kind(sensor)
         if kind in _BATTERY_SENSORS:
@@ -308,7 +339,9 @@ def reading_from_sample(
     """
     cells_raw = sample.get("cell_voltages")
     cells = tuple(
-        float(v) for v in (cells_raw if isinstance(cells_raw, list | tuple) else ()) if _number(v)
+        number
+        for number in map(_number, cells_raw if isinstance(cells_raw, list | tuple) else ())
+        if number is not None
     )
     voltage = _number(sample.get("voltage"))
     current = _number(sample.get("current"))
@@ -321,7 +354,7 @@ def reading_from_sample(
     balancer_active = _flag(balancer)
     if isinstance(balancer, int) and not isinstance(balancer, bool):
         count = len(cells) or (_integer(sample.get("cell_count")) or 0)
-        balancing = bit_flags(balancer, count)
+        balancing = bit_flags(balancer, max(0, min(count, _MAX_CELLS)))
         balancer_active = balancer != 0
     code = _integer(sample.get("problem_code"))
     cycles = _integer(sample.get("cycles"))

@@ -26,7 +26,8 @@ provides that peer and the bleak client backend that reaches it:
 Fault knobs on every peer (plain attributes, changeable at any time): ``latency`` (seconds before
 a connection completes and before each reply's first notification), ``split_at`` (byte positions
 at which every reply is cut into notifications; default: the module's own notification size,
-``chunk_size``), ``drop_after_notifications`` (the link drops once that many more notifications
+``chunk_size``), ``noise`` (notifications of any bytes sent ahead of every reply),
+``drop_after_notifications`` (the link drops once that many more notifications
 went out, mid-reply included), ``refuse_connections`` (out of range: connecting raises bleak's
 ``BleakDeviceNotFoundError``), :meth:`BlePeer.drop_link` and :meth:`BlePeer.inject` (any bytes as
 a notification). ``connections`` counts the links currently up, so a test can prove a client
@@ -602,6 +603,7 @@ class BlePeer:
         self.refuse_connections = refuse_connections
         self.max_connections = max_connections
         self.drop_after_notifications: int | None = None
+        self.noise: tuple[bytes, ...] = ()
         self.battery = battery if battery is not None else BleBatteryState()
         self.writes: list[tuple[str, bytes]] = []
         self.connect_count = 0
@@ -700,8 +702,9 @@ class BlePeer:
         return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
     def _send(self, link: SimulatedBleakBackend, frame: bytes) -> None:
-        """Queue one reply, cut into notifications; the first waits ``latency``."""
-        for index, chunk in enumerate(self._chunks(frame)):
+        """Queue one reply behind ``noise``, cut into notifications; the first waits ``latency``."""
+        chunks = [*self.noise, *self._chunks(frame)]
+        for index, chunk in enumerate(chunks):
             self._queue_notification(link, chunk, delay=self.latency if index == 0 else 0.0)
 
     def _queue_notification(self, link: SimulatedBleakBackend, data: bytes, delay: float) -> None:
