@@ -29,13 +29,19 @@ from custom_components.sma_victron_bridge.devices.battery_source import (
     EntryBatterySource,
     battery_source_options,
 )
+from custom_components.sma_victron_bridge.devices.serial_bms.bus import async_scan_bus
+from custom_components.sma_victron_bridge.devices.serial_bms.bus_entry import bus_addresses
+from custom_components.sma_victron_bridge.devices.serial_bms.flow import same_bus
 from custom_components.sma_victron_bridge.devices.sunny_island.flow import battery_sources
 from custom_components.sma_victron_bridge.simulators.jk import JkPbBusSimulator
+from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
+from .conftest import vedirect_entry
 from .test_config_flow import start_simulated
+from .test_forwarding import SENSE_T, SENSE_V, writes_of
 from .test_serial_bms import CELLS, _start_flow
 from .test_sunny_island import si_entry, start_si
-from .test_vedirect import state_value, wait_for
+from .test_vedirect import setup_entry, state_value, wait_for
 
 SERIALS = ("PBSER00001", "PBSER00002", "PBSER00003")
 SOCS = {1: 81.0, 2: 47.0, 3: 12.0}
@@ -510,3 +516,54 @@ async def test_simulated_bus_from_the_simulated_menu(hass: HomeAssistant) -> Non
         )
     )
     assert result["reason"] == "simulated_fixed"
+
+
+async def test_bus_entry_helpers(hass: HomeAssistant, bus_sim: JkPbBusSimulator) -> None:
+    """Packs without serial numbers are recognised by address; no option reads every pack."""
+    entry = bus_entry(bus_sim)
+    entry = MockConfigEntry(
+        domain=DOMAIN, data={**entry.data}, options={"poll_interval": 0.3}, title="Bus"
+    )
+    assert bus_addresses(entry) == [1, 2, 3]
+    scan = await async_scan_bus(bus_sim.port, (2, 5))
+    assert set(scan.packs) == {2}
+    assert same_bus({1: {"serial": SERIALS[0]}, 2: {"serial": "GONE"}}, scan) is False
+    assert same_bus({2: {"serial": SERIALS[1]}}, scan) is True
+    assert same_bus({2: {"serial": None}}, scan) is True
+    assert same_bus({4: {}}, scan) is False
+    # The bus itself has no device and no entities: its packs have.
+    await setup(hass, entry)
+    runtime: Any = entry.runtime_data
+    assert runtime.device_info == {}
+    assert runtime.descriptions("sensor") == ()
+    assert runtime.coordinator.link_up
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_pack_2_forwarded_to_an_mppt(
+    hass: HomeAssistant, bus_sim: JkPbBusSimulator, mppt_sim: VeDirectSimulator
+) -> None:
+    """Battery-sense forwarding follows one pack of the bus like any battery source."""
+    bus = bus_entry(bus_sim)
+    await setup(hass, bus)
+    bus_sim.packs[2].temperatures = [31.0, 28.0]
+    runtime: Any = bus.runtime_data
+    await wait_for(
+        hass,
+        lambda: (
+            (snapshot := runtime.member_snapshot("2")) is not None and snapshot.temperature == 31.0
+        ),
+    )
+    mppt = vedirect_entry(
+        mppt_sim, "mppt", {"forward_source": f"{bus.entry_id}:2", "stale_after": 30.0}
+    )
+    await setup_entry(hass, mppt)
+    await wait_for(hass, lambda: bool(writes_of(mppt_sim, SENSE_T)), timeout=8)
+    await wait_for(hass, lambda: bool(writes_of(mppt_sim, SENSE_V)), timeout=8)
+    voltage = runtime.member_snapshot("2").voltage
+    written = int.from_bytes(writes_of(mppt_sim, SENSE_V)[-1][1], "little")
+    assert written == round(voltage * 100)
+    # Pack 2's hottest sensor, not pack 1's or 3's.
+    assert writes_of(mppt_sim, SENSE_T)[0][1] == (3100).to_bytes(2, "little", signed=True)
+    assert await hass.config_entries.async_unload(mppt.entry_id)
+    assert await hass.config_entries.async_unload(bus.entry_id)
