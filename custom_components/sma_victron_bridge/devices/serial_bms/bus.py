@@ -53,7 +53,7 @@ from ..charge_settings import settings_from_entry
 from ..simulation import sun_time_scale
 from .bus_entry import PACK_MODEL, PACK_SERIAL, bus_addresses, known_packs
 from .data import SerialBmsData, record_gap, record_reading
-from .entities import BINARY_SENSORS, SENSORS, SWITCHES
+from .entities import BINARY_SENSORS, SENSORS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -140,12 +140,8 @@ class JkPbPackRuntime(DeviceRuntime):
         )
 
     def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
-        """The entity set of every serial BMS."""
-        return {
-            Platform.SENSOR: SENSORS,
-            Platform.BINARY_SENSOR: BINARY_SENSORS,
-            Platform.SWITCH: SWITCHES,
-        }.get(platform, ())
+        """The entity set of every serial BMS (its FET switches aside)."""
+        return {Platform.SENSOR: SENSORS, Platform.BINARY_SENSOR: BINARY_SENSORS}.get(platform, ())
 
     @property
     def snapshot(self) -> BatterySnapshot | None:
@@ -182,7 +178,6 @@ class JkPbPackRuntime(DeviceRuntime):
             "model": identity.model if identity else self._stored.get(PACK_MODEL),
             "firmware_version": identity.firmware_version if identity else None,
             "hardware_version": identity.hardware_version if identity else None,
-            "fet_control": self.data.fet_control,
             "reading": None if reading is None else repr(reading),
             "energy": {
                 "charged_kwh": self.data.energy.charged_kwh,
@@ -194,7 +189,8 @@ class JkPbPackRuntime(DeviceRuntime):
 class JkPbBusRuntime(DeviceRuntime):
     """The packs on one RS485 bus, read in turn; a device and a battery source per pack."""
 
-    platforms = (Platform.SENSOR, Platform.BINARY_SENSOR, Platform.SWITCH)
+    # No switch platform: a PB pack's FETs are not switched (see JkPbPackRuntime).
+    platforms = (Platform.SENSOR, Platform.BINARY_SENSOR)
 
     def __init__(self, hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
         """Prepare a pack runtime per address to read; the port is opened by ``async_start``."""
