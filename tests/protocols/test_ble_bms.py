@@ -568,3 +568,13 @@ def test_follow_bleak_client_points_the_library_at_bleak_s_current_client() -> N
         assert follow_bleak_client() is False
     finally:
         basebms.BleakClient = before
+
+
+async def test_jbd_basic_info_claiming_too_many_cells() -> None:
+    """A damaged 0x03 claiming 200 cells: aiobmsble reads 32 at most, the reading follows."""
+    frame = bytearray(_frame(BY_NAME["jbd_ble_basic_info_4s_280ah"]))
+    frame[4 + 21] = 200
+    frame[-3:-1] = jbd.checksum(frame[2:-3]).to_bytes(2, "big")
+    reading = await decode_ble_capture("jbd_ble", bytes(frame))
+    assert reading.voltage == pytest.approx(13.7)
+    assert len(reading.balancing) == 32

@@ -24,6 +24,7 @@ import pytest
 from custom_components.sma_victron_bridge.protocols import ProtocolError, jbd
 from custom_components.sma_victron_bridge.protocols.ble_bms import (
     BleBmsAuthError,
+    BleBmsBadData,
     BleBmsLink,
     BleBmsReading,
     BleBmsTimeout,
@@ -31,6 +32,7 @@ from custom_components.sma_victron_bridge.protocols.ble_bms import (
     bms_class_for,
     library_bleak_client,
 )
+from custom_components.sma_victron_bridge.protocols.bms_common import crc16_modbus
 from custom_components.sma_victron_bridge.simulators import ble_bms as sim
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
@@ -650,3 +652,158 @@ def test_link_survives_any_notification_stream(
     """Random splits, noise, drops and garbage frames: only ProtocolError, nothing left behind."""
     with sim.aiobmsble_on_simulated_peers():
         asyncio.run(_survive(kind, cuts, noise, drop_after, garbage, keep))
+
+
+# --- what a broken module does to the link ---------------------------------------------------
+
+
+class _JkModuleWithoutNotify(sim.JkBlePeer):
+    """A JK module whose FFE1 lost its notify property (aiobmsble finds no notify handle)."""
+
+    gatt_services = (
+        sim.GattServiceSpec("ffe0", (sim.GattCharacteristicSpec("ffe1", ("write",)),)),
+    )
+
+
+class _JbdModuleWithoutNotify(sim.JbdBlePeer):
+    """A JBD module whose FF01 does not notify (subscribing fails in bleak)."""
+
+    gatt_services = (
+        sim.GattServiceSpec(
+            "ff00",
+            (
+                sim.GattCharacteristicSpec("ff01", ("read",)),
+                sim.GattCharacteristicSpec("ff02", ("write",)),
+            ),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "peer_class"), [("jikong", _JkModuleWithoutNotify), ("jbd", _JbdModuleWithoutNotify)]
+)
+async def test_a_module_without_notifications_is_unreachable(
+    family: str, peer_class: type[sim.BlePeer], registry: list[Any], on_peers: None
+) -> None:
+    peer = _register(registry, peer_class())
+    link = _link(family, timeout=2.0)
+    with pytest.raises(BleBmsUnreachable, match="Error"):
+        await link.update()
+    assert peer.connections == 0
+    assert link.family == family
+    assert link.keep_connection is True
+    await link.close()
+
+
+async def test_data_the_library_rejects_is_bad_data(registry: list[Any], on_peers: None) -> None:
+    """A JBD 0x03 answer too short to carry the software version: aiobmsble raises ValueError."""
+    short = sim.jbd_reply(0x03, bytes(5))
+    _register(registry, sim.JbdBlePeer(replay={0x03: short}))
+    link = _link("jbd", timeout=2.0)
+    with pytest.raises(BleBmsBadData, match="ValueError"):
+        await link.device_info()
+    await link.close()
+
+
+def test_link_needs_a_positive_timeout() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        _link("jbd", timeout=0.0)
+
+
+async def test_backend_edges(registry: list[Any]) -> None:
+    peer = _register(registry, sim.JbdBlePeer(latency=0.01))
+    client = BleakClient(_device(), backend=sim.SimulatedBleakBackend)
+    await client.connect()
+    services = client.services
+    write_char = services.get_characteristic("ff02")
+    assert write_char is not None
+    with pytest.raises(BleakError, match="readable"):
+        await client.read_gatt_char("ff01")
+    backend = sim.SimulatedBleakBackend(_device())
+    with pytest.raises(BleakError, match="descriptors"):
+        await backend.read_gatt_descriptor(None)  # type: ignore[arg-type]
+    with pytest.raises(BleakError, match="descriptors"):
+        await backend.write_gatt_descriptor(None, b"")  # type: ignore[arg-type]
+    with pytest.raises(BleakError, match="notify"):
+        await client.start_notify("ff02", lambda _c, _d: None)
+    await client.pair()
+    received: list[bytes] = []
+    await client.start_notify("ff01", lambda _c, data: received.append(bytes(data)))
+    await client.stop_notify("ff01")
+    await client.write_gatt_char("ff02", jbd.encode_read(0x03), response=True)
+    await asyncio.sleep(0.05)
+    assert received == []  # nobody subscribed: the notifications went nowhere
+    await client.connect()  # already connected: nothing happens
+    await client.disconnect()
+    await client.unpair()
+    assert peer.connect_count == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"latency": -1.0}, {"chunk_size": -5}])
+def test_peer_rejects_impossible_link_settings(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        sim.JbdBlePeer(**kwargs)
+
+
+async def _answers(peer: sim.BlePeer, uuid: str, notify: str, *writes: bytes) -> list[bytes]:
+    client = BleakClient(_device(), backend=sim.SimulatedBleakBackend)
+    await client.connect()
+    frames: list[bytes] = []
+    await client.start_notify(notify, lambda _c, data: frames.append(bytes(data)))
+    for data in writes:
+        await client.write_gatt_char(uuid, data, response=False)
+        await asyncio.sleep(0.01)
+    await client.disconnect()
+    return frames
+
+
+def _jbd_frames(chunks: list[bytes]) -> list[bytes]:
+    return jbd.FrameAssembler().feed(b"".join(chunks))
+
+
+async def test_jbd_peer_registers_and_login(registry: list[Any]) -> None:
+    peer = sim.JbdBlePeer(password="123456")
+    _register(registry, peer)
+    login = b"\xff\xaa\x15\x06123456"
+    login += bytes((sum(login[2:]) & 0xFF,))
+    frames = await _answers(
+        peer,
+        "ff02",
+        "ff01",
+        jbd.encode_read(0x03),  # before the login: ignored
+        b"\xff\xaa\x15\x06123",  # cut short: ignored
+        login[:-1] + b"\x00",  # wrong sum: ignored
+        login,
+        jbd.encode_read(0x05),
+        jbd.encode_mosfet_control(False, True),
+        jbd.encode_write(0x10, b"\x00\x01"),
+        jbd.encode_read(0x24),
+        b"\xdd\xa5\x03\x00\x00\x00\x77",  # bad checksum: dropped by the assembler
+    )
+    assert frames[0] == sim.jbd_login_reply(True)
+    replies = _jbd_frames(frames[1:])
+    assert jbd.parse_frame(replies[0]).payload.decode() == peer.hardware
+    assert jbd.parse_frame(replies[1]).status == 0
+    assert peer.battery.charge_fet is False
+    assert [jbd.parse_frame(frame).status for frame in replies[2:]] == [0x80, 0x80]
+
+
+async def test_daly_replay_writes_and_other_functions(registry: list[Any]) -> None:
+    peer = sim.DalyBlePeer(registers={0x10: 7})
+    _register(registry, peer)
+    request = bytes.fromhex("d20600100009")
+    request += crc16_modbus(request).to_bytes(2, "little")
+    other = bytes.fromhex("d20400000001")
+    other += crc16_modbus(other).to_bytes(2, "little")
+    frames = await _answers(peer, "fff2", "fff1", request, other)
+    assert frames == [request]
+    assert peer.registers == {0x10: 9}
+
+
+async def test_jk_discharge_switch(registry: list[Any]) -> None:
+    peer = sim.JkBlePeer()
+    _register(registry, peer)
+    command = bytearray(sim.JK_COMMAND_HEADER + bytes((0x1E, 4)) + bytes(14))
+    command[19] = sum(command[:19]) & 0xFF
+    await _answers(peer, "ffe1", "ffe1", bytes(command))
+    assert peer.battery.discharge_fet is False

@@ -641,6 +641,7 @@ _JK_SENSORS_FROM_14: Final = (256, 258)
 _CELL_MV: Final = (500, 5000)
 _JBD_FIXED: Final = 23
 _JBD_CELL_COUNT_AT: Final = 21
+_JBD_MAX_CELLS: Final = 32  # aiobmsble reads no more than this many
 _DALY_D2: Final = 0xD2
 _DALY_X81_REPLY: Final = 0x51
 _DALY_X81_REQUEST: Final = 0x81
@@ -753,7 +754,8 @@ def _jbd_plan(frame: bytes, sim: Any) -> _CapturePlan:
         # aiobmsble reads the cells next: they answer 0 mV, which it leaves out. (An empty 0x04
         # frame would not do: its checksum is 0x0000 and aiobmsble expects 0x10000 there.)
         count = parsed.payload[_JBD_CELL_COUNT_AT] if len(parsed.payload) >= _JBD_FIXED else 0
-        cells = sim.jbd_reply(jbd.REG_CELL_VOLTAGES, bytes(2 * max(1, count)))
+        count = max(1, min(count, _JBD_MAX_CELLS))
+        cells = sim.jbd_reply(jbd.REG_CELL_VOLTAGES, bytes(2 * count))
         replay = {parsed.register: frame, jbd.REG_CELL_VOLTAGES: cells}
         return _CapturePlan(JBD_FAMILY, sim.JbdBlePeer(replay=replay))
     if parsed.register == jbd.REG_CELL_VOLTAGES:
