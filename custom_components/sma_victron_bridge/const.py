@@ -59,3 +59,4 @@ class DeviceKind(StrEnum):
     SUNNY_BOY = "sunny_boy"
     VICTRON_BLE = "victron_ble"
     BLE_BMS = "ble_bms"
+    BATTERY_BANK = "battery_bank"

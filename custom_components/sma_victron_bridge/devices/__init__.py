@@ -64,6 +64,9 @@ KINDS: tuple[Kind, ...] = (
         "victron_ble_supports_options",
     ),
     Kind(DeviceKind.BLE_BMS, "BleBmsRuntime", "BleBmsFlow", "BleBmsOptionsFlow"),
+    Kind(
+        DeviceKind.BATTERY_BANK, "BatteryBankRuntime", "BatteryBankFlow", "BatteryBankOptionsFlow"
+    ),
 )
 """Every device kind, in the order of the user menu (and of the simulated-device list)."""
 

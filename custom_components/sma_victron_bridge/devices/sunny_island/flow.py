@@ -46,6 +46,12 @@ from ...flow_helpers import (
 )
 from ...schema import vol
 from ..base import ProbeError
+from ..battery_bank.bank_entry import (
+    bank_cells,
+    bank_chemistry,
+    bank_source_options,
+    is_bank_entry,
+)
 from ..battery_source import battery_source_options
 from ..charge_settings import settings_from_entry
 
@@ -74,10 +80,25 @@ def _select(
 
 
 def battery_sources(flow: ConfigFlow | OptionsFlow) -> list[selector.SelectOptionDict]:
-    """Every battery another entry of this integration measures, plus 'HA sensors'."""
+    """Every battery another entry of this integration measures (a bank too), plus 'HA sensors'."""
     sources = battery_source_options(flow.hass)
+    sources.extend(bank_source_options(flow.hass))
     sources.append(selector.SelectOptionDict(value=SOURCE_ENTITIES, label="Home Assistant sensors"))
     return sources
+
+
+def _bank_errors(flow: ConfigFlow, user_input: dict[str, Any]) -> dict[str, str]:
+    """A battery bank as the source must be the battery the form describes (its cells)."""
+    bank = flow.hass.config_entries.async_get_entry(str(user_input[CONF_SOURCE]))
+    if not is_bank_entry(bank):
+        return {}
+    assert bank is not None
+    if (bank_chemistry(bank), bank_cells(bank)) != (
+        user_input[CONF_CHEMISTRY],
+        int(user_input[CONF_CELLS]),
+    ):
+        return {CONF_SOURCE: "bank_cells_mismatch"}
+    return {}
 
 
 def cell_counts_text() -> str:
@@ -238,6 +259,8 @@ class SunnyIslandFlow(ConfigFlow):
                     "cells_not_allowed" if err.field == CONF_CELLS else "unsafe_setting"
                 )
             else:
+                errors = _bank_errors(self, user_input)
+            if not errors:
                 self._si.update(
                     {
                         CONF_CHEMISTRY: user_input[CONF_CHEMISTRY],

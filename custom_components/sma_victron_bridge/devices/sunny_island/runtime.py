@@ -51,6 +51,7 @@ from ...const import (
     MANUFACTURER_SMA,
     SOURCE_ENTITIES,
 )
+from ...control.bank import BankLimiter, BankState
 from ...control.charge import ChargeController, ChargeDecision, ChargeMode, MissingData
 from ...control.chemistry import ChargeSettings, UnsafeSetting
 from ...control.energy import EnergyIntegrator
@@ -71,6 +72,7 @@ from ...runtime import BridgeConfigEntry
 from ...simulators.day_clock import CurrentFollower, demo_start_time_of_day
 from ...simulators.sunny_island import SunnyIslandSimulator
 from ..base import DeviceRuntime, PushCoordinator, async_shutdown_on_stop
+from ..battery_bank.bank_entry import is_bank_entry
 from ..battery_source import BatterySource, EntitiesBatterySource, EntityIds, EntryBatterySource
 from ..charge_settings import settings_from_entry
 from ..simulation import sun_time_scale
@@ -258,6 +260,9 @@ class SunnyIslandRuntime(DeviceRuntime):
         self._sign_raised = False
         self._own_options_write = False
         self._stopped = False
+        # A battery bank as the source: its limits cap every decision (one limiter per SI).
+        self._bank_limiter = BankLimiter()
+        self._bank: BankState | None = None
 
     # --- DeviceRuntime ---
 
@@ -417,6 +422,7 @@ class SunnyIslandRuntime(DeviceRuntime):
 
     def _update(self, link: CanLink) -> None:
         now = time.monotonic()
+        bank = self._bank_state(now)
         snapshot = self._merged_snapshot(now)
         decision = self.controller.update(
             snapshot,
@@ -424,6 +430,8 @@ class SunnyIslandRuntime(DeviceRuntime):
             grid_connected=self.data.grid_connected,
             si_current=self._si_value("battery_current", now),
         )
+        if bank is not None:
+            decision = self._bank_limiter.apply(decision, bank, now, self.data.settings)
         self.data.decision = decision
         self.data.source_age = None if snapshot is None else snapshot.age(now)
         for event in decision.events:
@@ -448,6 +456,24 @@ class SunnyIslandRuntime(DeviceRuntime):
             self._saved_at = now
             self._store.async_delay_save(self._export_state)
         self._coordinator.async_set_updated_data(self.data)
+
+    def _bank_state(self, now: float) -> BankState | None:
+        """The battery bank feeding this Sunny Island, combined now; None for other sources.
+
+        The bank's snapshot (what the controller runs on) follows this state. While the bank
+        entry reloads, its last state keeps capping what is sent.
+        """
+        source_id = self.entry.data.get(CONF_SOURCE)
+        if source_id is None or source_id == SOURCE_ENTITIES:
+            return None
+        entry = self.hass.config_entries.async_get_entry(str(source_id))
+        if entry is None or not is_bank_entry(entry):
+            return None
+        if entry.state is ConfigEntryState.LOADED:
+            state_at = getattr(entry.runtime_data, "state_at", None)
+            if state_at is not None:
+                self._bank = state_at(now)
+        return self._bank
 
     def _on_update_error(self, err: Exception) -> None:
         """Safe frames now (from the bytes last sent, not re-encoded); reported once per streak."""

@@ -47,6 +47,7 @@ from ...protocols.vedirect_fields import DeviceFamily
 from ...schema import vol
 from ...simulators.vedirect import VeDirectSimulator
 from ..base import ProbeError
+from ..battery_bank.bank_entry import bank_source_options
 from ..battery_source import battery_source_options
 from .runtime import ProbeResult, async_probe
 
@@ -268,6 +269,7 @@ class VeDirectOptionsFlow(OptionsFlow):
         sources = [
             selector.SelectOptionDict(value=FORWARD_NONE, label="Off"),
             *battery_source_options(self.hass),
+            *bank_source_options(self.hass),
             selector.SelectOptionDict(value=FORWARD_ENTITIES, label="Home Assistant sensors"),
         ]
         schema = vol.Schema(

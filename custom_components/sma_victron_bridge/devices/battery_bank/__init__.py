@@ -1,0 +1,1 @@
+"""Battery bank: several packs, each with its own BMS entry, as one battery."""
