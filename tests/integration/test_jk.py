@@ -7,6 +7,7 @@ the captured boards; the entry is made by the config flow, as a user would.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
@@ -14,11 +15,15 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
 import pytest
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sma_victron_bridge.simulators.jk import JkSimulator
 
 from .test_config_flow import start_simulated
-from .test_serial_bms import CELLS, _start_flow, fet_on
+from .test_serial_bms import CELLS, _start_flow, bms_entry, fet_on
 from .test_vedirect import state_value, wait_for
 
 
@@ -128,4 +133,20 @@ async def test_simulated_jk_from_the_simulated_menu(hass: HomeAssistant) -> None
         if item.domain == "switch"
     ]
     assert len(switches) == 2
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_jk_diagnostics_keep_the_serial_number_out(
+    hass: HomeAssistant, jk_sim: JkSimulator, hass_client: ClientSessionGenerator
+) -> None:
+    entry = bms_entry(jk_sim, "jk")
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    device: Any = diagnostics["device"]
+    assert device["protocol"] == "jk"
+    assert "soc=71.0" in device["reading"]
+    assert device["info"].startswith("BmsInfo(")
+    assert "20230815" not in repr(diagnostics)
     assert await hass.config_entries.async_unload(entry.entry_id)

@@ -84,7 +84,8 @@ def bus_entry(
             "port": sim.port,
             "protocol": "jk_pb",
             "packs": {
-                str(a): {"serial": SERIALS[a - 1], "model": sim.packs[a].model} for a in known
+                str(a): {"serial_number": SERIALS[a - 1], "model": sim.packs[a].model}
+                for a in known
             },
             "invert_current": False,
             "serial_number": None,
@@ -141,7 +142,7 @@ async def test_flow_detects_the_bus_scans_it_and_makes_a_device_per_pack(
     assert result["title"] == "JK PB bus"
     assert result["data"]["protocol"] == "jk_pb"
     assert set(result["data"]["packs"]) == {"1", "2", "3"}
-    assert result["data"]["packs"]["2"]["serial"] == SERIALS[1]
+    assert result["data"]["packs"]["2"]["serial_number"] == SERIALS[1]
     assert result["options"]["addresses"] == [1, 2, 3]
     entry = result["result"]
     assert entry.unique_id == f"jk_pb:{SERIALS[0]}"
@@ -334,7 +335,7 @@ async def test_options_choose_packs_rescan_and_stale_pack_removal(
     await hass.async_block_till_done()
     assert entry.options["addresses"] == [1, 3]
     assert set(entry.data["packs"]) == {"1", "2", "3"}
-    assert entry.data["packs"]["3"]["serial"] == SERIALS[2]
+    assert entry.data["packs"]["3"]["serial_number"] == SERIALS[2]
     await wait_for(hass, lambda: state_value(hass, f"{PACK}_3_state_of_charge") == "12.0")
     runtime: Any = entry.runtime_data
     assert set(runtime.packs) == {1, 3}
@@ -433,8 +434,12 @@ async def test_diagnostics_per_pack_without_identifying_values(
     assert device["packs"]["3"]["failures"] >= 1
     assert device["packs"]["2"]["polls"] >= 1
     assert set(device["error_counters"]) == {"checksum_errors", "discarded_bytes"}
+    assert "cell_voltages=(3.302" in device["packs"]["2"]["reading"]
     text = repr(diagnostics)
     assert bus_sim.port not in text
+    # Serial numbers stay out, also inside the readings.
+    for serial in SERIALS:
+        assert serial not in text
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -502,7 +507,7 @@ async def test_simulated_bus_from_the_simulated_menu(hass: HomeAssistant) -> Non
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     serial = entry.data["serial_number"]
-    assert entry.data["packs"]["2"]["serial"] == f"{serial}P2"
+    assert entry.data["packs"]["2"]["serial_number"] == f"{serial}P2"
     devices = pack_devices(hass, entry)
     assert len(devices) == 3
     runtime: Any = entry.runtime_data
@@ -527,9 +532,9 @@ async def test_bus_entry_helpers(hass: HomeAssistant, bus_sim: JkPbBusSimulator)
     assert bus_addresses(entry) == [1, 2, 3]
     scan = await async_scan_bus(bus_sim.port, (2, 5))
     assert set(scan.packs) == {2}
-    assert same_bus({1: {"serial": SERIALS[0]}, 2: {"serial": "GONE"}}, scan) is False
-    assert same_bus({2: {"serial": SERIALS[1]}}, scan) is True
-    assert same_bus({2: {"serial": None}}, scan) is True
+    assert same_bus({1: {"serial_number": SERIALS[0]}, 2: {"serial_number": "GONE"}}, scan) is False
+    assert same_bus({2: {"serial_number": SERIALS[1]}}, scan) is True
+    assert same_bus({2: {"serial_number": None}}, scan) is True
     assert same_bus({4: {}}, scan) is False
     # The bus itself has no device and no entities: its packs have.
     await setup(hass, entry)

@@ -52,7 +52,7 @@ from ..battery_source import member_title
 from ..charge_settings import settings_from_entry
 from ..simulation import sun_time_scale
 from .bus_entry import PACK_MODEL, PACK_SERIAL, bus_addresses, known_packs
-from .data import SerialBmsData, record_gap, record_reading
+from .data import SerialBmsData, anonymous_repr, record_gap, record_reading
 from .entities import BINARY_SENSORS, SENSORS
 
 _LOGGER = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class JkPbPackRuntime(DeviceRuntime):
             "model": identity.model if identity else self._stored.get(PACK_MODEL),
             "firmware_version": identity.firmware_version if identity else None,
             "hardware_version": identity.hardware_version if identity else None,
-            "reading": None if reading is None else repr(reading),
+            "reading": anonymous_repr(reading),
             "energy": {
                 "charged_kwh": self.data.energy.charged_kwh,
                 "discharged_kwh": self.data.energy.discharged_kwh,

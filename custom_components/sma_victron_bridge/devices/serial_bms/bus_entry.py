@@ -17,10 +17,12 @@ from ...const import CONF_PROTOCOL
 PROTOCOL_JK_PB: Final = "jk_pb"
 """Stored protocol of a bus entry (the packs speak Modbus RTU, several on one RS485 line)."""
 CONF_PACKS: Final = "packs"
-"""Entry data: ``{"<address>": {"serial": …, "model": …}}`` of every pack the last scan found."""
+"""Entry data: ``{"<address>": {"serial_number": …, "model": …}}`` of each pack the last scan
+found."""
 CONF_ADDRESSES: Final = "addresses"
 """Entry option: the pack addresses to read (all packs found when the option is absent)."""
-PACK_SERIAL: Final = "serial"
+PACK_SERIAL: Final = "serial_number"
+"""Key of a pack's serial number (the key diagnostics redact)."""
 PACK_MODEL: Final = "model"
 
 

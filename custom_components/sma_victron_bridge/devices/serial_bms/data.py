@@ -8,7 +8,7 @@ a bus a battery source exactly like a BMS of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import time
 
 from ...control.charge import ChargeController, ChargeDecision
@@ -67,3 +67,9 @@ def record_gap(data: SerialBmsData) -> None:
     """A poll that got no reading: counted, and no energy is integrated across the gap."""
     data.failures += 1
     data.energy.add(time.monotonic(), None)
+
+
+def anonymous_repr(value: BmsReading | BmsInfo | None) -> str | None:
+    """A reading or identity for diagnostics, without the serial number that names the owner's
+    hardware (diagnostics redact it by key; inside a repr no key would find it)."""
+    return None if value is None else repr(replace(value, serial=None))

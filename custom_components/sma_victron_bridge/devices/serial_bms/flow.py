@@ -53,6 +53,7 @@ from .bus import BusScan, JkPbBusRuntime, async_scan_bus, simulator_for
 from .bus_entry import (
     CONF_ADDRESSES,
     CONF_PACKS,
+    PACK_MODEL,
     PACK_SERIAL,
     PROTOCOL_JK_PB,
     bus_addresses,
@@ -406,7 +407,7 @@ def address_selector(packs: dict[str, dict[str, str | None]]) -> selector.Select
     options = []
     for address, pack in sorted(packs.items(), key=lambda item: int(item[0])):
         label = f"Pack {address}"
-        details = [value for value in (pack.get("model"), pack.get(PACK_SERIAL)) if value]
+        details = [value for value in (pack.get(PACK_MODEL), pack.get(PACK_SERIAL)) if value]
         if details:
             label = f"{label}: {' '.join(details)}"
         options.append(selector.SelectOptionDict(value=address, label=label))

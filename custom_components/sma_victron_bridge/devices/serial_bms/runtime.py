@@ -61,7 +61,7 @@ from ..charge_settings import settings_from_entry
 from ..simulation import sun_time_scale
 from .bus import JkPbBusRuntime
 from .bus_entry import is_bus_entry
-from .data import SerialBmsData, record_gap, record_reading
+from .data import SerialBmsData, anonymous_repr, record_gap, record_reading
 from .entities import BINARY_SENSORS, SENSORS, SWITCHES
 
 _LOGGER = logging.getLogger(__name__)
@@ -272,8 +272,8 @@ class SerialBmsRuntime(DeviceRuntime):
             "link_up": self._coordinator.link_up,
             "polls": self.data.polls,
             "failures": self.data.failures,
-            "info": None if self.data.info is None else repr(self.data.info),
-            "reading": None if reading is None else repr(reading),
+            "info": anonymous_repr(self.data.info),
+            "reading": anonymous_repr(reading),
             "error_counters": self.data.error_counters,
             "energy": {
                 "charged_kwh": self.data.energy.charged_kwh,
