@@ -117,6 +117,7 @@ _JBD_PROTECTION_BITS: Final = len(PROTECTION_NAMES)
 _BATTERY_SENSORS: Final = frozenset({"GENERIC", "CELL", "CELL_MAX", "CELL_MIN"})
 _MOSFET_SENSOR: Final = "MOSFET"
 _MAX_CELLS: Final = 64  # more than any family carries (aiobmsble's largest is 48)
+TempSensor: Final = aiobmsble.TempSensor
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -279,6 +280,14 @@ def _sensor_kind(sensor: object) -> str:
     return str(getattr(kind, "name", "GENERIC"))
 
 
+def _cells(values: object) -> tuple[float, ...]:
+    if not isinstance(values, list | tuple):
+        return ()
+    if all(type(value) is float for value in values):  # what the library gives: runs per update
+        return tuple(values)
+    return tuple(number for number in map(_number, values) if number is not None)
+
+
 def _temperatures(
     sample: Mapping[str, Any],
 ) -> tuple[tuple[float, ...], float | None, tuple[float, ...]]:
@@ -287,12 +296,15 @@ def _temperatures(
     other: list[float] = []
     values = sample.get("temp_values")
     for sensor in values if isinstance(values, list | tuple) else ():
-        if isinstance(sensor, str | bytes | bool):
+        if type(sensor) is TempSensor:
+            value = float(sensor.value)
+        elif isinstance(sensor, str | bytes | bool):
             continue
-        try:
-            value = float(sensor)
-        except TypeError, ValueError, OverflowError:
-            continue
+        else:
+            try:
+                value = float(sensor)
+            except TypeError, ValueError, OverflowError:
+                continue
         kind = _sensor_kind(sensor)
         if kind in _BATTERY_SENSORS:
             battery.append(value)
@@ -337,12 +349,7 @@ def reading_from_sample(
     only says whether the BMS balances at all. Never raises for odd values: anything that is
     not a number of the expected kind is left unknown.
     """
-    cells_raw = sample.get("cell_voltages")
-    cells = tuple(
-        number
-        for number in map(_number, cells_raw if isinstance(cells_raw, list | tuple) else ())
-        if number is not None
-    )
+    cells = _cells(sample.get("cell_voltages"))
     voltage = _number(sample.get("voltage"))
     current = _number(sample.get("current"))
     power = _number(sample.get("power"))
@@ -834,6 +841,10 @@ async def decode_ble_capture(
     :class:`~.ProtocolError` for a frame the library cannot decode (bad checksum, a request, a
     frame type it does not read, JK04). Daly ``0x81``/``51`` frames take about ten seconds:
     aiobmsble tries the ``D2`` protocol first and waits for its answer.
+
+    For tools and tests outside Home Assistant: while it runs, aiobmsble connects to simulated
+    peers only (``aiobmsble_on_simulated_peers``), which would cut off live links in the same
+    process.
     """
     from ..simulators import ble_bms as sim
 

@@ -609,6 +609,7 @@ class BlePeer:
         self.connect_count = 0
         self.notifications_sent = 0
         self._links: list[SimulatedBleakBackend] = []
+        self._notify_char = normalize_uuid_str(self.notify_uuid) if self.notify_uuid else ""
         self._queue: deque[tuple[float, SimulatedBleakBackend, bytes]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._last_due = 0.0
@@ -731,7 +732,7 @@ class BlePeer:
                     return
                 self.drop_after_notifications -= 1
             self.notifications_sent += 1
-            link.deliver(normalize_uuid_str(self.notify_uuid), data)
+            link.deliver(self._notify_char, data)
         self._arm(asyncio.get_running_loop())
 
 
