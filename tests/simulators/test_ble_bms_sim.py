@@ -30,6 +30,7 @@ from custom_components.sma_victron_bridge.protocols.ble_bms import (
     BleBmsTimeout,
     BleBmsUnreachable,
     bms_class_for,
+    decode_ble_capture,
     library_bleak_client,
 )
 from custom_components.sma_victron_bridge.protocols.bms_common import crc16_modbus
@@ -807,3 +808,32 @@ async def test_jk_discharge_switch(registry: list[Any]) -> None:
     command[19] = sum(command[:19]) & 0xFF
     await _answers(peer, "ffe1", "ffe1", bytes(command))
     assert peer.battery.discharge_fet is False
+
+
+def _jk_command(command: int) -> bytes:
+    """A JK request as aiobmsble sends it (zero padding)."""
+    frame = sim.JK_COMMAND_HEADER + bytes((command, 0)) + bytes(13)
+    return frame + bytes((sum(frame) & 0xFF,))
+
+
+async def test_captured_notification_stream_replayed_as_received(
+    registry: list[Any], on_peers: None
+) -> None:
+    """PB2A16S15P 14.20 as btsnoop recorded it: 128/22-byte pieces, C8 + AT, AT before a frame."""
+    entry = JK["jk_ble_notification_stream_pb2a16s15p_v14"]
+    notifications = [bytes.fromhex(n) for n in entry["notifications"]]
+    peer = _register(registry, sim.JkBlePeer())
+    peer.script = {
+        _jk_command(0x97): tuple(notifications[:6]),  # device info, C8 ready, AT
+        _jk_command(0x96): tuple(notifications[6:10] + notifications[16:]),  # settings, cells
+    }
+    link = _link("jikong")
+    info = await link.device_info()
+    assert (info["model"], info["sw_version"]) == ("JK_PB2A16S15P", "14.20")
+    reading = await link.update()
+    cell_frame = bytes.fromhex(entry["expected"]["frames"][3])
+    expected = await decode_ble_capture(
+        "jk_ble", cell_frame, device_info=bytes.fromhex(entry["expected"]["frames"][0])
+    )
+    assert reading == expected
+    await link.close()

@@ -26,7 +26,9 @@ provides that peer and the bleak client backend that reaches it:
 Fault knobs on every peer (plain attributes, changeable at any time): ``latency`` (seconds before
 a connection completes and before each reply's first notification), ``split_at`` (byte positions
 at which every reply is cut into notifications; default: the module's own notification size,
-``chunk_size``), ``noise`` (notifications of any bytes sent ahead of every reply),
+``chunk_size``), ``noise`` (notifications of any bytes sent ahead of every reply), ``script``
+(a write, byte for byte, mapped to the notifications sent for it exactly as given: a captured
+notification stream replayed as it was received),
 ``drop_after_notifications`` (the link drops once that many more notifications
 went out, mid-reply included), ``refuse_connections`` (out of range: connecting raises bleak's
 ``BleakDeviceNotFoundError``), :meth:`BlePeer.drop_link` and :meth:`BlePeer.inject` (any bytes as
@@ -604,6 +606,7 @@ class BlePeer:
         self.max_connections = max_connections
         self.drop_after_notifications: int | None = None
         self.noise: tuple[bytes, ...] = ()
+        self.script: dict[bytes, tuple[bytes, ...]] = {}
         self.battery = battery if battery is not None else BleBatteryState()
         self.writes: list[tuple[str, bytes]] = []
         self.connect_count = 0
@@ -681,6 +684,12 @@ class BlePeer:
         if link not in self._links:
             raise BleakError("Not connected")
         self.writes.append((uuid, data))
+        scripted = self.script.get(data)
+        if scripted is not None:
+            for index, notification in enumerate(scripted):
+                delay = self.latency if index == 0 else 0.0
+                self._queue_notification(link, notification, delay=delay)
+            return
         self.battery.advance()
         for reply in self._answer(link, uuid, data):
             self._send(link, reply)
