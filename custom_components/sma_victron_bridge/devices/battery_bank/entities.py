@@ -92,20 +92,6 @@ def _cell(which: str) -> BridgeSensorEntityDescription:
     )
 
 
-def _cell_where(which: str) -> BridgeSensorEntityDescription:
-    def value(data: BankData) -> str | None:
-        state = data.state
-        cell = None if state is None else getattr(state, f"{which}_cell")
-        return None if cell is None else f"{cell.pack_name} #{cell.cell}"
-
-    return BridgeSensorEntityDescription(
-        key=f"{which}_cell_location",
-        translation_key=f"{which}_cell_location",
-        value_fn=value,
-        exists_fn=_has_state,
-    )
-
-
 def _temperature(which: str) -> BridgeSensorEntityDescription:
     def value(data: BankData) -> float | None:
         state = data.state
@@ -139,8 +125,7 @@ def _limit_of(direction: str) -> Callable[[BankData], BankLimit | None]:
 
 
 def _names(data: BankData, pack_ids: Any) -> list[str]:
-    state = data.state
-    names = {} if state is None else {p.pack_id: p.name for p in state.packs}
+    names = data.names
     return [names.get(pack_id, pack_id) for pack_id in pack_ids]
 
 
@@ -203,27 +188,11 @@ def _limiting_pack(direction: str) -> BridgeSensorEntityDescription:
 
 
 def _packs_online_attributes(data: BankData) -> dict[str, Any] | None:
+    """How many packs there are and each one's status (its values are on its own device)."""
     state = data.state
     if state is None:
         return None
-    return {
-        "packs_total": state.packs_total,
-        "packs": {
-            p.name: {
-                "status": p.status.value,
-                "soc": p.soc,
-                "voltage": p.voltage,
-                "current": p.current,
-                "charge_current_limit": p.charge_limit,
-                "discharge_current_limit": p.discharge_limit,
-                "charge_share": None if p.charge_share is None else round(p.charge_share, 4),
-                "discharge_share": None
-                if p.discharge_share is None
-                else round(p.discharge_share, 4),
-            }
-            for p in state.packs
-        },
-    }
+    return {"packs_total": state.packs_total, "packs": data.statuses}
 
 
 _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
@@ -289,8 +258,6 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
     ),
     _cell("lowest"),
     _cell("highest"),
-    _cell_where("lowest"),
-    _cell_where("highest"),
     BridgeSensorEntityDescription(
         key="cell_spread",
         translation_key="cell_spread",

@@ -70,6 +70,10 @@ class BankData:
 
     state: BankState | None = None
     energy: EnergyIntegrator = field(default_factory=EnergyIntegrator)
+    names: dict[str, str] = field(default_factory=dict)
+    """Pack id → name, of the packs in ``state``."""
+    statuses: dict[str, str] = field(default_factory=dict)
+    """Pack name → its status in ``state`` (online, stale, …)."""
     shunt: bool = False
     refreshes: int = 0
 
@@ -164,26 +168,25 @@ class BatteryBankRuntime(DeviceRuntime):
     def _wanted(self) -> list[str]:
         return [*self.pack_ids, *([self.shunt_id] if self.shunt_id else [])]
 
-    def _runtime_of(self, source_id: str) -> DeviceRuntime | None:
-        """The runtime reading one pack (or the shunt), while its entry is loaded."""
+    def _lookup(self, source_id: str) -> tuple[str, DeviceRuntime | None]:
+        """A pack's (or the shunt's) name, and the runtime reading it while its entry is loaded.
+
+        The name is its entry's title (a bus pack's as its device is named).
+        """
         entry_id, _, member = source_id.partition(MEMBER_SEPARATOR)
         entry = self.hass.config_entries.async_get_entry(entry_id)
-        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
-            return None
+        if entry is None or entry.domain != DOMAIN:
+            return (member_title(entry_id, member) if member else entry_id), None
+        name = member_title(entry.title, member) if member else entry.title
+        if entry.state is not ConfigEntryState.LOADED:
+            return name, None
         runtime: DeviceRuntime = entry.runtime_data
         if not member:
-            return runtime
+            return name, runtime
         for device in runtime.device_runtimes():
             if str(getattr(device, "address", None)) == member:
-                return device
-        return None
-
-    def pack_name(self, source_id: str) -> str:
-        """What a user calls a pack: its entry's title (a bus pack's as its device is named)."""
-        entry_id, _, member = source_id.partition(MEMBER_SEPARATOR)
-        entry = self.hass.config_entries.async_get_entry(entry_id)
-        title = entry.title if entry is not None else entry_id
-        return member_title(title, member) if member else title
+                return name, device
+        return name, None
 
     def _follow(self, source_id: str, runtime: DeviceRuntime | None) -> None:
         """Be told of every reading of the runtime now reading ``source_id``."""
@@ -198,8 +201,8 @@ class BatteryBankRuntime(DeviceRuntime):
                 runtime.async_subscribe_snapshot(self._on_pack_reading),
             )
 
-    def _pack_state(self, source_id: str, runtime: DeviceRuntime | None) -> PackState:
-        name = self.pack_name(source_id)
+    @staticmethod
+    def _pack_state(source_id: str, name: str, runtime: DeviceRuntime | None) -> PackState:
         if runtime is None:
             return PackState(
                 pack_id=source_id, name=name, snapshot=None, decision=None, available=False
@@ -249,15 +252,20 @@ class BatteryBankRuntime(DeviceRuntime):
         """
         packs: list[PackState] = []
         for source_id in self.pack_ids:
-            runtime = self._runtime_of(source_id)
+            name, runtime = self._lookup(source_id)
             self._follow(source_id, runtime)
-            packs.append(self._pack_state(source_id, runtime))
+            packs.append(self._pack_state(source_id, name, runtime))
         shunt: BatterySnapshot | None = None
         if self.shunt_id is not None:
-            shunt_runtime = self._runtime_of(self.shunt_id)
+            _name, shunt_runtime = self._lookup(self.shunt_id)
             shunt = None if shunt_runtime is None else shunt_runtime.snapshot
         state = combine(packs, self.settings, now, shunt)
-        self.data.state = state
+        data = self.data
+        data.state = state
+        data.names = {p.pack_id: p.name for p in state.packs}
+        statuses = {p.name: p.status.value for p in state.packs}
+        if statuses != data.statuses:
+            data.statuses = statuses
         return state
 
     @callback
@@ -281,7 +289,7 @@ class BatteryBankRuntime(DeviceRuntime):
             return
         issue_id = stale_pack_issue_id(self.entry.entry_id)
         if stale:
-            names = ", ".join(self.pack_name(pack) for pack in stale)
+            names = ", ".join(self.data.names.get(pack, pack) for pack in stale)
             _LOGGER.warning(
                 "%s: no current reading from %s; %s",
                 self.entry.title,
