@@ -14,7 +14,7 @@ from typing import Any
 from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.setup import async_setup_component
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types; HA depends on it
 
 from .test_battery_bank import BANK, Pack, make_bank, packs  # noqa: F401 - the fixture
 from .test_vedirect import state_value, wait_for
