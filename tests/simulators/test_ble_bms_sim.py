@@ -837,3 +837,15 @@ async def test_captured_notification_stream_replayed_as_received(
     )
     assert reading == expected
     await link.close()
+
+
+async def test_jk_ready_frame_follows_the_first_answered_request(registry: list[Any]) -> None:
+    peer = sim.JkBlePeer(firmware="11.17", chunk_size=300)
+    _register(registry, peer)
+    unknown = bytearray(sim.JK_COMMAND_HEADER + bytes((0x42, 0)) + bytes(14))
+    unknown[19] = sum(unknown[:19]) & 0xFF
+    frames = await _answers(
+        peer, "ffe1", "ffe1", bytes(unknown), _jk_command(0x96), _jk_command(0x96)
+    )
+    assert [frame[4] for frame in frames] == [0x01, 0x02, 0xC8, 0x02]
+    assert frames[2] == sim.jk_ready_frame()

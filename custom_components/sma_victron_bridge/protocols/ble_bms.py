@@ -54,7 +54,7 @@ module itself imports only the top level of ``aiobmsble``, which does not import
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 import functools
 import importlib
@@ -544,7 +544,7 @@ class BleBmsLink:
         info: dict[str, Any] = dict(await self._bms.device_info())
         return info
 
-    async def _guarded(self, operation: Any) -> Any:
+    async def _guarded[T](self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one library operation within the timeout, translating every failure."""
         if not self._bms.is_connected:
             self.connects += 1

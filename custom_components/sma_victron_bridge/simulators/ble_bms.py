@@ -1071,13 +1071,12 @@ class JkBlePeer(BlePeer):
         replies: list[bytes | None] = []
         first = id(link) in self._fresh_links
         self._fresh_links.discard(id(link))
+        ready = self._frame(JK_TYPE_READY) if first else None
         if command == JK_CMD_DEVICE_INFO:
             info = self._frame(JK_TYPE_DEVICE_INFO)
-            ready = self._frame(JK_TYPE_READY) if first else None
             if ready is not None and info is not None and _firmware_major(self.firmware) >= 19:
-                replies.append(info + ready)
-            else:
-                replies += [info, ready]
+                info, ready = info + ready, None
+            replies.append(info)
         elif command == JK_CMD_CELL_INFO:
             if id(link) not in self._settings_sent:
                 self._settings_sent.add(id(link))
@@ -1089,6 +1088,10 @@ class JkBlePeer(BlePeer):
             else:
                 self.battery.discharge_fet = bool(value)
             replies.append(self._frame(JK_TYPE_SETTINGS))
+        if replies:
+            replies.append(ready)  # after the first reply of a connection, whichever it was
+        elif first:
+            self._fresh_links.add(id(link))  # an unanswered command is not the first request
         frames = [reply for reply in replies if reply is not None]
         if self.at_noise and frames:
             frames = [JK_AT, *frames[:-1], frames[-1] + JK_AT]
