@@ -37,7 +37,7 @@ from .test_battery_bank import (
 )
 from .test_serial_bms import CELLS
 from .test_sunny_island import float_state, si_entry, start_si
-from .test_vedirect import state_value, wait_for
+from .test_vedirect import MPPT, state_value, wait_for
 
 BINARY = "binary_sensor.battery_bank"
 
@@ -249,3 +249,69 @@ async def test_sunny_island_holds_the_last_bank_limits_while_the_bank_reloads(
     # A bank that is not running: its last state still caps, and its snapshot ages out.
     assert await hass.config_entries.async_unload(bank.entry_id)
     await wait_for(hass, lambda: si.accepted["charge_current_limit"] == 0.0, timeout=20)
+
+
+async def test_packs_that_are_gone_count_as_stale(
+    hass: HomeAssistant, bus: MockConfigEntry
+) -> None:
+    never = MockConfigEntry(
+        domain=DOMAIN,
+        title="Unplugged BMS",
+        unique_id="jbd:never",
+        data={"device": "serial_bms", "port": "/dev/null", "protocol": "jbd"},
+    )
+    never.add_to_hass(hass)  # never set up: nothing is known of it, not even its cells
+    result = await create_bank(
+        hass, [Pack("Unplugged BMS", "unplugged_bms", 100.0, JbdSimulator(), never)]
+    )
+    assert isinstance(result, dict)
+    assert result["errors"] == {"packs": "too_few_packs"}
+    flow = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+    flow = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {"next_step_id": "battery_bank"}
+    )
+    flow = await hass.config_entries.flow.async_configure(
+        flow["flow_id"],
+        {"name": "B", "packs": [never.entry_id, f"{bus.entry_id}:1"], "shunt": "none"},
+    )
+    assert flow["errors"] == {"packs": "pack_unknown"}
+    assert flow["description_placeholders"]["pack"] == "Unplugged BMS"
+    bank = bank_entry(["gone", f"{bus.entry_id}:9", never.entry_id])
+    bank.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(bank.entry_id)
+    await hass.async_block_till_done()
+    runtime: Any = bank.runtime_data
+    assert runtime.snapshot is None  # nothing was ever read: no battery to follow
+    assert state_value(hass, f"{BANK}_packs_online") == "0"
+    assert state_value(hass, f"{BINARY}_pack_stale") == "on"
+    assert state_value(hass, f"{BANK}_stale_packs") == "gone, Bus pack 9, Unplugged BMS"
+    assert state_value(hass, f"{BANK}_charge_current_limit") == "0.0"
+    assert state_value(hass, f"{BANK}_charge_limited_by") == "stale_pack"
+    assert await hass.config_entries.async_unload(bank.entry_id)
+    runtime.refresh()  # a refresh after the bank stopped changes nothing
+    assert runtime.data.refreshes == runtime.diagnostics()["refreshes"]
+
+
+async def test_bank_forwarded_to_an_mppt(
+    hass: HomeAssistant,
+    packs: list[Pack],  # noqa: F811 - the fixture
+    mppt_sim: VeDirectSimulator,
+) -> None:
+    bank = await make_bank(hass, packs)
+    await wait_for(hass, lambda: state_value(hass, f"{BANK}_packs_online") == "3", timeout=10)
+    mppt = vedirect_entry(mppt_sim, "mppt")
+    mppt.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mppt.entry_id)
+    await hass.async_block_till_done()
+    result = await hass.config_entries.options.async_init(mppt.entry_id)
+    await hass.config_entries.options.async_configure(
+        result["flow_id"], {"forward_source": bank.entry_id, "stale_after": 30}
+    )
+    await hass.async_block_till_done()
+    await wait_for(
+        hass,
+        lambda: state_value(hass, f"{MPPT}_battery_sense_voltage") == f"{round(sum(CELLS), 2):g}",
+        timeout=10,
+    )
+    assert state_value(hass, f"{MPPT}_battery_sense") == "forwarding"
+    assert await hass.config_entries.async_unload(mppt.entry_id)

@@ -24,7 +24,7 @@ from homeassistant.const import (
 )
 
 from ...binary_sensor import BridgeBinarySensorEntityDescription
-from ...control.bank import BankLimit, BankProblem, BankReason, BankState, Exclusion
+from ...control.bank import BankLimit, BankProblem, BankReason, Exclusion
 from ...control.limits import Reason
 from ...sensor import BridgeSensorEntityDescription
 
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 LIMIT_REASONS: tuple[str, ...] = (*(r.value for r in Reason), *(r.value for r in BankReason))
 """Every rule a bank limit can be set by: a pack's rule, or the bank's own."""
 NONE = "none"
-
-
-def _state(data: BankData) -> BankState | None:
-    return data.state
 
 
 def _has_state(data: BankData) -> bool:
