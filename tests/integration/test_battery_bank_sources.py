@@ -275,7 +275,9 @@ async def test_packs_that_are_gone_count_as_stale(
         {"name": "B", "packs": [never.entry_id, f"{bus.entry_id}:1"], "shunt": "none"},
     )
     assert flow["errors"] == {"packs": "pack_unknown"}
-    assert flow["description_placeholders"]["pack"] == "Unplugged BMS"
+    placeholders = flow["description_placeholders"]
+    assert placeholders is not None
+    assert placeholders["pack"] == "Unplugged BMS"
     bank = bank_entry(["gone", f"{bus.entry_id}:9", never.entry_id])
     bank.add_to_hass(hass)
     assert await hass.config_entries.async_setup(bank.entry_id)
