@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -98,7 +99,19 @@ def test_identity_records() -> None:
     assert status.balancer_enabled is False
     reading = jk_serial.to_reading(frame, invert_current=True)
     assert reading.current == 0.69
-    assert (reading.model, reading.serial) == (status.manufacturer, status.device_id)
+    # A production code is no model, the app's placeholder no serial number: a second board
+    # with the same placeholder must not look like this one.
+    assert (reading.model, reading.serial) == (None, None)
+    first = jk_serial.decode_status(jk_serial.parse_frame(REAL_FRAMES[1]))  # B2A24S20P 10.07
+    assert first.manufacturer == "Input UserdaJK-B2A24S15P"
+    assert (first.model, first.serial) == ("JK-B2A24S15P", None)
+
+
+def test_an_owner_set_device_id_is_the_serial() -> None:
+    frame = jk_serial.parse_frame(REAL_FRAMES[2])
+    status = dataclasses.replace(jk_serial.decode_status(frame), device_id="PACK0007")
+    assert status.serial == "PACK0007"
+    assert dataclasses.replace(status, device_id="Input").serial is None
 
 
 def test_manufacture_date_that_is_no_date() -> None:

@@ -939,8 +939,8 @@ class SerialBmsClient:
     def _jk_info(self, status: jk_serial.JkStatus) -> BmsInfo:
         return BmsInfo(
             protocol=self._protocol,
-            model=status.manufacturer,
-            serial=status.device_id,
+            model=status.model,
+            serial=status.serial,
             firmware_version=status.software_version,
             manufacture_date=status.manufacture_date,
             cell_count=status.cell_count or len(status.cell_voltages) or None,

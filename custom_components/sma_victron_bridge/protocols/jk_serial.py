@@ -425,6 +425,32 @@ class JkStatus:
     protocol_version: int | None
 
     @property
+    def model(self) -> str | None:
+        """The board's model from the manufacturer naming (0xBA), None when it names none.
+
+        The 24 characters are free text: a B2A24S20P answers ``Input UserdaJK-B2A24S15P`` (the
+        app's "Input Userdata" placeholder, then the model), a BD6A17S6P
+        ``BT3072020120000200521001`` (a production code shared by other boards). Only the part
+        from ``JK`` on is a model.
+        """
+        text = self.manufacturer
+        if text is None or (start := text.find("JK")) < 0:
+            return None
+        return text[start:]
+
+    @property
+    def serial(self) -> str | None:
+        """The device id code (0xB4) when the owner set one, else None.
+
+        It is user-settable and boards leave the factory with the app's placeholder (the first
+        8 characters of "Input Userdata"): every such board would share one "serial number".
+        """
+        text = self.device_id
+        if text is None or "Input Userdata".startswith(text):
+            return None
+        return text
+
+    @property
     def charge_fet(self) -> bool | None:
         """Charge MOSFET conducting (status word 0x8C bit 0)."""
         return None if self.status is None else bool(self.status & STATUS_CHARGE_FET)
@@ -503,7 +529,7 @@ def decode_status(frame: JkSerialFrame) -> JkStatus:
 def to_reading(frame: JkSerialFrame, *, invert_current: bool = False) -> BmsReading:
     """A read-all reply as a :class:`BmsReading` (SI units, current + = charging).
 
-    ``model`` is the manufacturer naming (0xBA), ``serial`` the device id code (0xB4); the
+    ``model`` and ``serial`` are :attr:`JkStatus.model` and :attr:`JkStatus.serial`; the
     software version (0xB7) is in :func:`decode_status`. The protocol reports no per-cell
     balancing, so ``balancing`` stays empty. The remaining capacity is SOC x nominal capacity
     (0xAA): the reply has no remaining-capacity record.
@@ -531,8 +557,8 @@ def to_reading(frame: JkSerialFrame, *, invert_current: bool = False) -> BmsRead
         charge_fet=status.charge_fet,
         discharge_fet=status.discharge_fet,
         protections=status.protections,
-        model=status.manufacturer,
-        serial=status.device_id,
+        model=status.model,
+        serial=status.serial,
     )
 
 
