@@ -849,3 +849,26 @@ async def test_jk_ready_frame_follows_the_first_answered_request(registry: list[
     )
     assert [frame[4] for frame in frames] == [0x01, 0x02, 0xC8, 0x02]
     assert frames[2] == sim.jk_ready_frame()
+
+
+async def test_an_update_cancelled_mid_handshake_is_not_trusted_later(
+    registry: list[Any], on_peers: None
+) -> None:
+    """Cancelled while aiobmsble waits for the device info (its firmware picks the layout).
+
+    Reused, that connection would read a 24S BMS in the 32S layout (7 "cells", 0.007 V).
+    """
+    peer = _register(registry, sim.JkBlePeer(firmware="10.07", latency=0.05))
+    link = _link("jikong")
+    task = asyncio.create_task(link.update())
+    await asyncio.sleep(0.08)  # connected, the device info request is on its way
+    assert peer.connections == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    reading = await link.update()
+    assert reading.cell_voltages == pytest.approx(peer.battery.cell_voltages)
+    assert reading.voltage == pytest.approx(peer.battery.voltage, abs=1e-3)
+    assert peer.connect_count == 2  # the half-set-up connection was dropped, not reused
+    await link.close()
+    assert peer.connections == 0

@@ -447,6 +447,7 @@ class BleBmsLink:
         self._bms: Any = self._new_bms(ble_device)
         self._lock = asyncio.Lock()
         self._closed = False
+        self._interrupted = False
         self.updates = 0
         self.failures = 0
         self.connects = 0
@@ -545,13 +546,22 @@ class BleBmsLink:
         return info
 
     async def _guarded[T](self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one library operation within the timeout, translating every failure."""
+        """Run one library operation within the timeout, translating every failure.
+
+        An operation cancelled from outside may leave the library connected half-way through
+        its handshake (a JK link without its firmware known reads the wrong layout), so the
+        next operation starts by dropping that connection.
+        """
+        if self._interrupted:
+            self._interrupted = False
+            await self._disconnect()
         if not self._bms.is_connected:
             self.connects += 1
         try:
             async with asyncio.timeout(self._timeout):
                 result = await operation()
         except asyncio.CancelledError:
+            self._interrupted = True
             raise
         except Exception as error:  # the library's whole error surface becomes ours
             translated = self._translate(error)
