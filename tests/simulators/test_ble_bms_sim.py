@@ -872,3 +872,31 @@ async def test_an_update_cancelled_mid_handshake_is_not_trusted_later(
     assert peer.connect_count == 2  # the half-set-up connection was dropped, not reused
     await link.close()
     assert peer.connections == 0
+
+
+@pytest.mark.parametrize(("firmware", "layout"), [("10.07", "24S"), ("11.17", "32S")])
+def test_jk_frames_read_alike_by_the_wired_jk02_decoder(firmware: str, layout: str) -> None:
+    """The peer's cell info frame, read by protocols/jk02.py (the wired PB path's own decoder)."""
+    from custom_components.sma_victron_bridge.protocols import jk02
+
+    battery = sim.BleBatteryState(cells=16, capacity_ah=230.0, soc=71.0, frozen=True)
+    battery.current = -23.456
+    battery.temperatures = [12.5, 13.5]
+    battery.mosfet_temperature = 31.2
+    battery.cycles = 42
+    battery.discharge_fet = False
+    frame = sim.jk_cell_info_frame(
+        battery, layout_32s=layout == "32S", firmware_major=int(firmware.split(".", maxsplit=1)[0])
+    )
+    decoded = jk02.decode_cell_info(frame, layout)
+    assert decoded.cell_voltages == pytest.approx(battery.cell_voltages)
+    assert decoded.voltage == pytest.approx(battery.voltage, abs=1e-3)
+    assert decoded.current == pytest.approx(-23.456)
+    assert decoded.temperatures[:2] == pytest.approx([12.5, 13.5])
+    assert decoded.mosfet_temperature == pytest.approx(31.2)
+    assert decoded.soc == 71
+    assert decoded.remaining_capacity == pytest.approx(230.0 * 0.71)
+    assert decoded.nominal_capacity == pytest.approx(230.0)
+    assert decoded.cycles == 42
+    assert decoded.charge_fet is True
+    assert decoded.discharge_fet is False
