@@ -176,7 +176,7 @@ def settled(
         return False
     limit, _name = expected_limit(hass, taking, which)
     shown = float_state(hass, f"{BANK}_{which}_current_limit")
-    return math.isfinite(limit) and shown == pytest.approx(limit, abs=0.02)
+    return math.isfinite(limit) and shown == pytest.approx(limit, abs=0.06)
 
 
 async def test_bank_values_and_limits(hass: HomeAssistant, packs: list[Pack]) -> None:
@@ -240,7 +240,7 @@ async def test_one_cell_over_voltage_tapers_the_bank(
     await wait_for(hass, lambda: settled(hass, packs, positive=False), timeout=15)
     after = float_state(hass, f"{BANK}_charge_current_limit")
     assert after < before
-    assert after == pytest.approx(pack_limit(hass, daly) / (200 / 580 * 1.1), abs=0.05)
+    assert after == pytest.approx(pack_limit(hass, daly) / (200 / 580 * 1.1), abs=0.06)
     assert state_value(hass, f"{BANK}_charge_limited_by_pack") == "Pack B"
     assert state_value(hass, f"{BANK}_charge_limited_by") in ("cell_voltage", "overvoltage")
     highest = hass.states.get(f"{BANK}_highest_cell_voltage")

@@ -10,7 +10,15 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from bench.bank_ha import PACKS, Figures, measure, pack_entry_data, reading, report_lines
+from bench.bank_ha import (
+    PACKS,
+    SETTLED_OPTIONS,
+    Figures,
+    measure,
+    pack_entry_data,
+    reading,
+    report_lines,
+)
 from custom_components.sma_victron_bridge.const import DOMAIN
 
 from .test_vedirect import state_value
@@ -44,7 +52,7 @@ async def test_measure_refreshes_the_packs_and_the_bank(hass: HomeAssistant) -> 
             title=f"Pack {n + 1}",
             unique_id=f"bench:{n}",
             data=pack_entry_data(n),
-            options={"poll_interval": 3600},
+            options=dict(SETTLED_OPTIONS),
         )
         for n in range(PACKS)
     ]

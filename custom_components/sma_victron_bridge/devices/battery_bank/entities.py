@@ -41,6 +41,7 @@ def _has_state(data: BankData) -> bool:
 
 
 def _value(name: str, digits: int | None = None) -> Callable[[Any], Any]:
+    """A value of the bank, to the resolution the packs measure (a state changes only then)."""
     def value(data: BankData) -> Any:
         state = data.state
         number = None if state is None else getattr(state, name)
@@ -67,7 +68,7 @@ def _cell(which: str) -> BridgeSensorEntityDescription:
 
     def value(data: BankData) -> float | None:
         cell = location(data)
-        return None if cell is None else round(cell.voltage, 4)
+        return None if cell is None else round(cell.voltage, 3)
 
     def attributes(data: BankData) -> dict[str, Any] | None:
         cell = location(data)
@@ -146,7 +147,7 @@ def _current_limit(direction: str) -> BridgeSensorEntityDescription:
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
-        value_fn=lambda data: None if (v := limit(data)) is None else round(v.value, 2),
+        value_fn=lambda data: None if (v := limit(data)) is None else round(v.value, 1),
         attributes_fn=attributes,
         exists_fn=_has_state,
     )
@@ -199,7 +200,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement=PERCENTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
-        value_fn=_value("soc", 2),
+        value_fn=_value("soc", 1),
         exists_fn=_has_state,
     ),
     BridgeSensorEntityDescription(
@@ -209,7 +210,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement=UnitOfElectricPotential.VOLT,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=2,
-        value_fn=_value("voltage", 3),
+        value_fn=_value("voltage", 2),
         exists_fn=_has_state,
     ),
     BridgeSensorEntityDescription(
@@ -219,7 +220,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=2,
-        value_fn=_value("current", 3),
+        value_fn=_value("current", 2),
         attributes_fn=lambda data: (
             None if data.state is None else {"source": data.state.current_source}
         ),
@@ -232,7 +233,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement=UnitOfPower.WATT,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
-        value_fn=_value("power", 1),
+        value_fn=_value("power", 0),
         exists_fn=_has_state,
     ),
     BridgeSensorEntityDescription(
@@ -241,7 +242,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement="Ah",
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
-        value_fn=_value("remaining_capacity", 2),
+        value_fn=_value("remaining_capacity", 1),
         exists_fn=_has_state,
     ),
     BridgeSensorEntityDescription(
@@ -261,7 +262,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement=UnitOfElectricPotential.VOLT,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=3,
-        value_fn=_value("cell_spread", 4),
+        value_fn=_value("cell_spread", 3),
         exists_fn=_has_state,
     ),
     _temperature("coldest"),
@@ -303,7 +304,7 @@ _VALUES: tuple[BridgeSensorEntityDescription, ...] = (
         native_unit_of_measurement=UnitOfElectricPotential.VOLT,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=2,
-        value_fn=_value("charge_voltage", 3),
+        value_fn=_value("charge_voltage", 2),
         attributes_fn=lambda data: (
             None
             if data.state is None
