@@ -225,6 +225,7 @@ def test_soc_limits_only_when_enabled() -> None:
         ("charge_overcurrent", AlarmItem.HIGH_CHARGE_CURRENT, Reason.BMS_PROTECTION, None),
         ("short_circuit", AlarmItem.HIGH_CURRENT, Reason.BMS_PROTECTION, Reason.BMS_PROTECTION),
         ("mosfet_lock", AlarmItem.BMS_INTERNAL, Reason.BMS_PROTECTION, Reason.BMS_PROTECTION),
+        ("bms_problem", AlarmItem.BMS_INTERNAL, Reason.BMS_PROTECTION, None),  # Bluetooth BMSes
         ("cell_imbalance", AlarmItem.CELL_IMBALANCE, None, None),
         ("alarm", AlarmItem.GENERAL, None, None),  # a BMV's alarm flag
     ],

@@ -162,6 +162,11 @@ _PROTECTIONS: Final[Mapping[str, _Protection]] = MappingProxyType(
         "short_circuit": _Protection(AlarmItem.HIGH_CURRENT, True, True, Reason.BMS_PROTECTION),
         "frontend_error": _Protection(AlarmItem.BMS_INTERNAL, True, True, Reason.BMS_PROTECTION),
         "mosfet_lock": _Protection(AlarmItem.BMS_INTERNAL, True, True, Reason.BMS_PROTECTION),
+        # A BMS that reports a problem in a word whose bits are not documented alike across
+        # firmware (protocols/ble_bms.py): no cause is invented, charging stops until it clears.
+        # Discharging goes on: the cell rules still guard the low side, and off-grid it feeds
+        # the house.
+        "bms_problem": _Protection(AlarmItem.BMS_INTERNAL, True, False, Reason.BMS_PROTECTION),
         "mosfet_overtemperature": _Protection(
             AlarmItem.HIGH_TEMP, True, True, Reason.MOSFET_TEMPERATURE
         ),
