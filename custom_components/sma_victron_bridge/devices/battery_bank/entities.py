@@ -3,8 +3,9 @@
 Values are over the packs online (a stale pack's readings are unknown now, see
 ``docs/battery_banks.md``). The extreme cells and temperatures name their pack (and cell); each
 current limit says which rule of which pack sets it. Problems (a stale pack, packs disagreeing on
-voltage, a pack with another cell count, a stale shunt) are problem binary sensors naming the
-packs concerned.
+voltage, a pack with another cell count, a stale shunt, a pack with a FET off) are binary sensors,
+with sensors naming the packs concerned; they follow their own coordinator, which is only told
+when a problem changes (``PROBLEM_*``), not at every refresh of the values (``SENSORS``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _has_state(data: BankData) -> bool:
 
 def _value(name: str, digits: int | None = None) -> Callable[[Any], Any]:
     """A value of the bank, to the resolution the packs measure (a state changes only then)."""
+
     def value(data: BankData) -> Any:
         state = data.state
         number = None if state is None else getattr(state, name)
@@ -192,7 +194,7 @@ def _packs_online_attributes(data: BankData) -> dict[str, Any] | None:
     return {"packs_total": state.packs_total, "packs": data.statuses}
 
 
-_VALUES: tuple[BridgeSensorEntityDescription, ...] = (
+SENSORS: tuple[BridgeSensorEntityDescription, ...] = (
     BridgeSensorEntityDescription(
         key="state_of_charge",
         translation_key="state_of_charge",
@@ -374,8 +376,7 @@ def _packs_named(attribute: str) -> Callable[[BankData], list[str]]:
     return packs
 
 
-SENSORS: tuple[BridgeSensorEntityDescription, ...] = (
-    *_VALUES,
+PROBLEM_SENSORS: tuple[BridgeSensorEntityDescription, ...] = (
     _pack_list("stale_packs", _packs_named("stale_packs")),
     _pack_list("disagreeing_packs", _packs_named("disagreeing_packs")),
     _pack_list("charge_fet_off_packs", _fet_off_packs("charge", Exclusion.CHARGE_FET_OFF)),
@@ -383,7 +384,7 @@ SENSORS: tuple[BridgeSensorEntityDescription, ...] = (
 )
 
 
-BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
+PROBLEM_BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
     _problem("stale_pack", BankProblem.STALE_PACK),
     _problem("voltage_disagreement", BankProblem.VOLTAGE_DISAGREEMENT),
     _problem("cell_count_mismatch", BankProblem.CELL_COUNT),

@@ -49,7 +49,7 @@ from .bank_entry import (
     bank_settings_from_entry,
     bank_shunt,
 )
-from .entities import BINARY_SENSORS, SENSORS
+from .entities import PROBLEM_BINARY_SENSORS, PROBLEM_SENSORS, SENSORS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,6 +78,69 @@ class BankData:
     refreshes: int = 0
 
 
+class BankProblemsRuntime(DeviceRuntime):
+    """The bank's problem entities: the bank's device, a coordinator told only of changes.
+
+    A refresh changes the bank's values every time the packs report; its problems (a stale
+    pack, disagreeing voltages, a FET off) change rarely. Their entities follow this coordinator,
+    so a refresh does not have to ask each of them whether it changed.
+    """
+
+    platforms = ()
+
+    def __init__(self, bank: BatteryBankRuntime) -> None:
+        """The problems of ``bank``, shown on its device."""
+        super().__init__()
+        self.bank = bank
+        self._coordinator = PushCoordinator(
+            bank.hass, name=f"{bank.entry.title} problems", initial=bank.data
+        )
+        self._shown: tuple[Any, ...] | None = None
+
+    @property
+    def coordinator(self) -> PushCoordinator[BankData]:
+        """The coordinator of the problem entities."""
+        return self._coordinator
+
+    @property
+    def device_info(self) -> DeviceInfo:
+        """The bank's device."""
+        return self.bank.device_info
+
+    def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
+        """The problem binary sensors and the sensors naming the packs concerned."""
+        return {
+            Platform.SENSOR: PROBLEM_SENSORS,
+            Platform.BINARY_SENSOR: PROBLEM_BINARY_SENSORS,
+        }.get(platform, ())
+
+    async def async_start(self) -> None:
+        """Nothing to start: the bank refreshes these entities."""
+
+    async def async_shutdown(self) -> None:
+        """Nothing to stop."""
+
+    def diagnostics(self) -> Mapping[str, Any]:
+        """Everything is in the bank's diagnostics."""
+        return {}
+
+    def show(self, state: BankState) -> None:
+        """Tell the problem entities of ``state`` when a problem or the packs concerned changed."""
+        shown = (
+            state.problems,
+            state.stale_packs,
+            state.disagreeing_packs,
+            state.cell_count_mismatch,
+            tuple(state.charge.excluded.items()),
+            tuple(state.discharge.excluded.items()),
+            self.bank.data.shunt,
+            tuple(self.bank.data.names.items()),
+        )
+        if shown != self._shown:
+            self._shown = shown
+            self._coordinator.async_set_updated_data(self.bank.data)
+
+
 class BatteryBankRuntime(DeviceRuntime):
     """One bank: its packs' entries combined into one battery, a device and a battery source."""
 
@@ -97,6 +160,7 @@ class BatteryBankRuntime(DeviceRuntime):
         self._started_at = time.monotonic()
         self._issue_packs: tuple[str, ...] = ()
         self._stopped = False
+        self.problems = BankProblemsRuntime(self)
 
     def _load_options(self) -> None:
         self.settings: BankSettings = bank_settings_from_entry(self.entry)
@@ -122,8 +186,12 @@ class BatteryBankRuntime(DeviceRuntime):
         )
 
     def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
-        """The bank's entity descriptions for ``platform``."""
-        return {Platform.SENSOR: SENSORS, Platform.BINARY_SENSOR: BINARY_SENSORS}.get(platform, ())
+        """The bank's values (its problems are :class:`BankProblemsRuntime`'s)."""
+        return SENSORS if platform is Platform.SENSOR else ()
+
+    def device_runtimes(self) -> Sequence[DeviceRuntime]:
+        """One device, with two coordinators: the values and the problems."""
+        return (self, self.problems)
 
     @property
     def snapshot(self) -> BatterySnapshot | None:
@@ -279,6 +347,7 @@ class BatteryBankRuntime(DeviceRuntime):
         self.data.energy.add(now, state.power)
         self._update_issue(state, now)
         self._coordinator.async_set_updated_data(self.data)
+        self.problems.show(state)
 
     def _update_issue(self, state: BankState, now: float) -> None:
         """A repair issue naming the stale packs (not before the packs had time to report)."""
@@ -338,4 +407,4 @@ class BatteryBankRuntime(DeviceRuntime):
         }
 
 
-__all__ = ["BankData", "BatteryBankRuntime", "stale_pack_issue_id"]
+__all__ = ["BankData", "BankProblemsRuntime", "BatteryBankRuntime", "stale_pack_issue_id"]
