@@ -35,6 +35,7 @@ from .test_battery_bank import (
     pack_entry,
     packs,  # noqa: F401 - the fixture
 )
+from .test_ble_bms import Radio, entry_for, jk, setup as ble_setup  # noqa: F401 - the fixture
 from .test_serial_bms import CELLS
 from .test_sunny_island import float_state, si_entry, start_si
 from .test_vedirect import MPPT, state_value, wait_for
@@ -318,3 +319,30 @@ async def test_bank_forwarded_to_an_mppt(
     )
     assert state_value(hass, f"{MPPT}_battery_sense") == "forwarding"
     assert await hass.config_entries.async_unload(mppt.entry_id)
+
+
+async def test_a_bluetooth_bms_is_a_pack_too(
+    hass: HomeAssistant,
+    packs: list[Pack],  # noqa: F811 - the fixture
+    jk: Radio,  # noqa: F811 - the fixture
+) -> None:
+    ble = entry_for()
+    await ble_setup(hass, ble)
+    result = await create_bank(hass, [])
+    assert isinstance(result, dict)
+    schema = result["data_schema"].schema
+    offered = [
+        o["value"] for o in schema[next(k for k in schema if k == "packs")].config["options"]
+    ]
+    assert ble.entry_id in offered
+    bank = bank_entry([packs[0].entry.entry_id, packs[1].entry.entry_id, ble.entry_id])
+    bank.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(bank.entry_id)
+    await hass.async_block_till_done()
+    await wait_for(hass, lambda: state_value(hass, f"{BANK}_packs_online") == "3", timeout=15)
+    assert float_state(hass, f"{BANK}_nominal_capacity") == pytest.approx(580.0)
+    # 100 Ah at 40 %, 200 Ah at 60 %, the Bluetooth pack's 280 Ah at 64 %.
+    soc = (100 * 40 + 200 * 60 + 280 * 64) / 580
+    assert float_state(hass, f"{BANK}_state_of_charge") == pytest.approx(soc, abs=0.6)
+    assert await hass.config_entries.async_unload(bank.entry_id)
+    assert await hass.config_entries.async_unload(ble.entry_id)
