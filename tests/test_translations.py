@@ -8,6 +8,7 @@ from pathlib import Path
 from homeassistant.components.sensor import SensorDeviceClass
 
 from custom_components.sma_victron_bridge.control.chemistry import BOOL_FIELDS, NUMBER_FIELDS
+from custom_components.sma_victron_bridge.devices.battery_bank import entities as bank
 from custom_components.sma_victron_bridge.devices.ble_bms import entities as ble_bms
 from custom_components.sma_victron_bridge.devices.serial_bms import entities as bms
 from custom_components.sma_victron_bridge.devices.sunny_boy import entities as sb
@@ -20,6 +21,8 @@ SENSORS = (*ved.SENSORS, *bms.SENSORS, *si.SENSORS, *sb.SENSORS)
 BINARY_SENSORS = (*ved.BINARY_SENSORS, *bms.BINARY_SENSORS, *si.BINARY_SENSORS)
 SENSORS = (*SENSORS, *vble.SENSORS, *ble_bms.SENSORS)
 BINARY_SENSORS = (*BINARY_SENSORS, *vble.BINARY_SENSORS, *ble_bms.BINARY_SENSORS)
+SENSORS = (*SENSORS, *bank.SENSORS, *bank.PROBLEM_SENSORS)
+BINARY_SENSORS = (*BINARY_SENSORS, *bank.PROBLEM_BINARY_SENSORS)
 NUMBERS = (*ved.NUMBERS, *si.NUMBERS)
 SELECTS = (*ved.SELECTS, *si.SELECTS)
 SELECTS = (*SELECTS, *vble.SELECTS)

@@ -71,6 +71,7 @@ async def _start_manual(hass: HomeAssistant) -> str:
         "sunny_boy",
         "victron_ble",
         "ble_bms",
+        "battery_bank",
         "simulated",
     ]
     result = await hass.config_entries.flow.async_configure(
