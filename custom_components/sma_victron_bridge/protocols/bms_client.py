@@ -8,7 +8,9 @@ command (a half-duplex RS485 adapter echoes the request, which must not count as
 and garbage is skipped by the frame assemblers. A request that gets no answer, or only a
 corrupt one, is sent again up to ``retries`` times; a timeout leaves the port open, while an
 I/O error or end of file closes it so the next call reopens it. The blocking open runs in an
-executor (``serial_asyncio_fast``); nothing else ever blocks the event loop.
+executor (``serial_asyncio_fast``); nothing else ever blocks the event loop. The port itself
+(opening, reader task, hang-up detection, reopening after an unplug) is
+:class:`~.serial_link.SerialLink`, which :class:`~.jk_pb.JkPbBus` shares.
 
 Which requests make one refresh depends on the protocol (:class:`BmsProtocol`):
 
@@ -38,15 +40,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 import datetime as dt
 from enum import StrEnum
 import logging
 import math
-import select
-from typing import Any, Final, Protocol
-
-import serial_asyncio_fast
+from typing import Any, ClassVar, Final
 
 from . import ProtocolError, ant, daly, jbd, jbd_up, jk_serial
 from .bms_common import (
@@ -57,6 +56,7 @@ from .bms_common import (
     StreamAssembler,
     crc16_modbus,
 )
+from .serial_link import BmsNotConnected, FrameSource, OpenConnection, SerialLink, open_serial
 
 __all__ = [
     "BAUDRATES",
@@ -110,8 +110,6 @@ FET_CONTROL: Final[frozenset[BmsProtocol]] = frozenset(
 """Protocols whose FETs :meth:`SerialBmsClient.set_fets` can switch; the others raise
 :class:`BmsUnsupported`, so no switch is offered for them."""
 
-READ_SIZE: Final = 4096
-CLOSE_TIMEOUT: Final = 2.0
 DALY_REQUEST_GAP: Final = 0.02  # s: Daly firmware drops requests that follow a reply too soon
 ANT_APPLY_TIME: Final = 0.1  # s: the legacy ANT board answers nothing to write/apply
 JK_PASSWORD_PAUSE: Final = 0.15  # s between JK's password frame and a write (syssi jk_modbus)
@@ -126,28 +124,8 @@ _ANT_DEVICE_INFO_ADDRESS: Final = 0x026C
 _ANT_DEVICE_INFO_LENGTH: Final = 0x20
 _ANT_DEVICE_INFO_FIELD: Final = 16
 
-OpenConnection = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-"""Opens ``port`` at ``baudrate`` and returns a stream pair (the test and simulator seam)."""
-
-
-async def open_serial(
-    port: str, baudrate: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open ``port`` 8N1 without flow control; the blocking open runs in an executor.
-
-    ``exclusive`` keeps a second program (another entry, a console) from stealing replies.
-    """
-    reader, writer = await serial_asyncio_fast.open_serial_connection(
-        url=port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1, exclusive=True
-    )
-    return reader, writer
-
-
 # --- errors ------------------------------------------------------------------------------------
-
-
-class BmsNotConnected(ProtocolError):  # noqa: N818 - public name
-    """The serial port cannot be opened, or it closed (cable pulled) during a request."""
+# (BmsNotConnected, shared with the JK PB bus, comes from serial_link)
 
 
 class BmsTimeout(ProtocolError):  # noqa: N818 - public name
@@ -270,17 +248,7 @@ class AntFrameAssembler(StreamAssembler):
         return end
 
 
-class _FrameSource(Protocol):
-    """What the client needs from an assembler (the JBD codec's one included)."""
-
-    checksum_errors: int
-
-    def feed(self, data: bytes) -> list[bytes]: ...
-
-    def reset(self) -> None: ...
-
-
-def _assembler_for(protocol: BmsProtocol, address: int) -> _FrameSource:
+def _assembler_for(protocol: BmsProtocol, address: int) -> FrameSource:
     if protocol is BmsProtocol.JBD:
         return jbd.FrameAssembler()
     if protocol is BmsProtocol.JBD_UP:
@@ -294,23 +262,17 @@ def _assembler_for(protocol: BmsProtocol, address: int) -> _FrameSource:
     return AntFrameAssembler()
 
 
-def _hung_up(serial: Any) -> bool:
-    """Whether the tty behind a pyserial object reports a hang-up (adapter unplugged).
+def _collector(match: Callable[[bytes], bool], count: int) -> Callable[[bytes], list[bytes] | None]:
+    """Collects the ``count`` frames ``match`` accepts; returns them once all have come."""
+    frames: list[bytes] = []
 
-    A zero-timeout poll is one non-blocking system call; without ``poll`` (or without a file
-    descriptor, e.g. a test transport) the answer is "no".
-    """
-    fileno = getattr(serial, "fileno", None)
-    poll = getattr(select, "poll", None)
-    if fileno is None or poll is None:
-        return False
-    try:
-        poller = poll()
-        poller.register(fileno(), select.POLLOUT)
-        events = poller.poll(0)
-    except OSError, ValueError:
-        return True
-    return any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, event in events)
+    def collect(frame: bytes) -> list[bytes] | None:
+        if not match(frame):
+            return None
+        frames.append(frame)
+        return frames if len(frames) >= count else None
+
+    return collect
 
 
 def _text(data: bytes) -> str | None:
@@ -319,19 +281,15 @@ def _text(data: bytes) -> str | None:
     return value or None
 
 
-@dataclass(slots=True)
-class _Waiter:
-    """The request waiting for its reply: None as result means "only corrupt replies came"."""
+class SerialBmsClient(SerialLink[FrameSource]):
+    """One BMS on one serial port: refreshes, FET switching and identity.
 
-    match: Callable[[bytes], bool]
-    count: int
-    future: asyncio.Future[list[bytes] | None]
-    checksum_errors: int
-    frames: list[bytes] = field(default_factory=list)
+    ``port``, ``connected``, :meth:`close`, ``bytes_sent`` and ``bytes_received`` come from
+    :class:`~.serial_link.SerialLink`.
+    """
 
-
-class SerialBmsClient:
-    """One BMS on one serial port: refreshes, FET switching and identity."""
+    _link_name: ClassVar[str] = "BMS port"
+    _task_name: ClassVar[str] = "bms-reader"
 
     def __init__(
         self,
@@ -354,7 +312,6 @@ class SerialBmsClient:
         ``invert_current`` flips the sign of current and power for a BMS wired or configured
         the other way round.
         """
-        self._port = port
         self._protocol = BmsProtocol(protocol)
         if address is None:
             address = (
@@ -363,18 +320,17 @@ class SerialBmsClient:
                 else daly.HOST_ADDRESS_RS485
             )
         self._address = address
+        super().__init__(
+            port,
+            baudrate or BAUDRATES[self._protocol],
+            open_connection,
+            _assembler_for(self._protocol, address),
+        )
         self._invert = invert_current
-        self._baudrate = baudrate or BAUDRATES[self._protocol]
         self._request_timeout = request_timeout
         self._retries = max(0, retries)
-        self._open = open_connection or open_serial
         self._gap = DALY_REQUEST_GAP if self._protocol is BmsProtocol.DALY else 0.0
-        self._assembler = _assembler_for(self._protocol, self._address)
         self._lock = asyncio.Lock()
-        self._writer: asyncio.StreamWriter | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._waiter: _Waiter | None = None
-        self._rx_event = asyncio.Event()
         self._last_exchange = 0.0
         self._extras_done = False
         self._model: str | None = None
@@ -382,15 +338,8 @@ class SerialBmsClient:
         self._rated: daly.DalyRated | None = None
         self._error_counters: list[int] | None = None
         self._jbd_switches: tuple[bool, bool] | None = None
-        self.bytes_sent = 0
-        self.bytes_received = 0
 
     # --- properties ------------------------------------------------------------------------
-
-    @property
-    def port(self) -> str:
-        """The serial port path."""
-        return self._port
 
     @property
     def protocol(self) -> BmsProtocol:
@@ -405,17 +354,6 @@ class SerialBmsClient:
         return None
 
     @property
-    def connected(self) -> bool:
-        """Whether the port is open (not whether the BMS answers)."""
-        writer = self._writer
-        return (
-            self._pump is not None
-            and not self._pump.done()
-            and writer is not None
-            and not writer.transport.is_closing()
-        )
-
-    @property
     def error_counters(self) -> list[int] | None:
         """JBD event counters (register 0xAA, see ``jbd.ERROR_COUNTER_NAMES``) last read."""
         return self._error_counters
@@ -427,85 +365,6 @@ class SerialBmsClient:
         async with self._lock:
             await self._ensure_open()
 
-    async def close(self) -> None:
-        """Close the port; a later request opens it again."""
-        pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-        self._writer = None
-
-    async def _ensure_open(self) -> None:
-        if self.connected:
-            return
-        await self.close()  # collect a reader that ended (port closed on error or EOF)
-        try:
-            reader, writer = await self._open(self._port, self._baudrate)
-        except Exception as err:  # any failure to open means "not connected"
-            raise BmsNotConnected(f"cannot open {self._port}: {err}") from err
-        self._assembler.reset()
-        self._writer = writer
-        self._pump = asyncio.get_running_loop().create_task(
-            self._read_port(reader, writer), name=f"bms-reader-{self._port}"
-        )
-
-    async def _read_port(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Feed every received byte to the assembler until the port fails or is closed."""
-        reason = "end of file"
-        try:
-            while data := await reader.read(READ_SIZE):
-                self._received(data)
-        except asyncio.CancelledError:
-            reason = "closed"
-            raise
-        except Exception as err:  # a serial error ends this connection only
-            reason = str(err) or type(err).__name__
-        finally:
-            if self._writer is writer:
-                self._writer = None
-            self._fail_waiter(BmsNotConnected(f"serial port {self._port} {reason}"))
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await writer.wait_closed()
-            _LOGGER.debug("BMS port %s: %s", self._port, reason)
-
-    def _received(self, data: bytes) -> None:
-        self.bytes_received += len(data)
-        self._rx_event.set()
-        frames = self._assembler.feed(data)
-        waiter = self._waiter
-        if waiter is None or waiter.future.done():
-            return
-        for frame in frames:
-            if waiter.match(frame):
-                waiter.frames.append(frame)
-                if len(waiter.frames) >= waiter.count:
-                    waiter.future.set_result(waiter.frames)
-                    return
-        if self._assembler.checksum_errors != waiter.checksum_errors:
-            waiter.future.set_result(None)
-
-    def _fail_waiter(self, error: ProtocolError) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.future.done():
-            waiter.future.set_exception(error)
-
-    # --- requests --------------------------------------------------------------------------
-
-    def _write(self, frame: bytes) -> None:
-        writer = self._writer
-        if writer is None or writer.transport.is_closing():
-            raise BmsNotConnected(f"serial port {self._port} is not open")
-        if _hung_up(writer.transport.get_extra_info("serial")):
-            # The cable is gone but the reader has not seen it yet: writing now would only
-            # produce a fatal-error report from the transport.
-            writer.close()
-            raise BmsNotConnected(f"serial port {self._port} was disconnected")
-        writer.write(frame)
-        self.bytes_sent += len(frame)
-
     async def _prepare(self) -> None:
         """Open if needed, keep the protocol's pause between requests, drop stale bytes."""
         await self._ensure_open()
@@ -513,25 +372,7 @@ class SerialBmsClient:
         pause = self._gap - (loop.time() - self._last_exchange)
         if pause > 0:
             await asyncio.sleep(pause)
-        writer = self._writer
-        serial = writer.transport.get_extra_info("serial") if writer is not None else None
-        if serial is not None:
-            with contextlib.suppress(Exception):
-                serial.reset_input_buffer()
-        await asyncio.sleep(0)  # let the reader take what it was already handed
-        self._assembler.reset()
-
-    async def _settle(self) -> None:
-        """Wait until the line has been quiet for a moment (the rest of a bad reply)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._request_timeout):
-                while True:
-                    self._rx_event.clear()
-                    try:
-                        async with asyncio.timeout(_SETTLE):
-                            await self._rx_event.wait()
-                    except TimeoutError:
-                        return
+        await self._flush_input()
 
     async def _exchange(
         self,
@@ -547,19 +388,16 @@ class SerialBmsClient:
         corrupt = False
         for attempt in range(tries):
             if attempt:
-                await self._settle()
+                await self._settle(_SETTLE, self._request_timeout)
             await self._prepare()
-            waiter = _Waiter(match, count, loop.create_future(), self._assembler.checksum_errors)
-            self._waiter = waiter
             try:
-                self._write(request)
-                async with asyncio.timeout(self._request_timeout):
-                    frames = await waiter.future
+                frames = await self._exchange_once(
+                    request, _collector(match, count), self._request_timeout
+                )
             except TimeoutError:
                 _LOGGER.debug("No answer to %s on %s", request.hex(" "), self._port)
                 continue
             finally:
-                self._waiter = None
                 self._last_exchange = loop.time()
             if frames is None:
                 corrupt = True

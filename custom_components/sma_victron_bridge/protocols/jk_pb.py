@@ -26,21 +26,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-import contextlib
 from dataclasses import dataclass, replace
 import logging
-from typing import Final
+from typing import ClassVar, Final
 
 from . import ProtocolError, jk02
-from .bms_client import (
-    BmsChecksumError,
-    BmsNotConnected,
-    BmsTimeout,
-    BmsUnsupported,
-    OpenConnection,
-    _hung_up,
-    open_serial,
-)
+from .bms_client import BmsChecksumError, BmsNotConnected, BmsTimeout, BmsUnsupported
 from .bms_common import (
     BAD_CHECKSUM,
     BAD_SHAPE,
@@ -49,6 +40,7 @@ from .bms_common import (
     StreamAssembler,
     crc16_modbus,
 )
+from .serial_link import OpenConnection, SerialLink
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,9 +61,6 @@ FRAME_TYPE_FOR_REGISTER: Final[dict[int, int]] = {
     REG_CELL_INFO: jk02.TYPE_CELL_INFO,
 }
 """Which JK02 frame each trigger register asks for."""
-
-_READ_SIZE: Final = 4096
-_CLOSE_TIMEOUT: Final = 2.0
 
 
 def _with_crc(body: bytes) -> bytes:
@@ -202,25 +191,22 @@ class JkPbPack:
 
 
 @dataclass(slots=True)
-class _Waiter:
-    address: int
-    register: int
-    future: asyncio.Future[bytes | None]
-    checksum_errors: int
-
-
-@dataclass(slots=True)
 class _Identity:
     info: jk02.Jk02DeviceInfo
     layout: jk02.Layout
 
 
-class JkPbBus:
+class JkPbBus(SerialLink[ReplyAssembler]):
     """All JK PB packs on one RS485 port: scan, per-pack refresh, identity.
 
     Requests are serialised by a lock (one master on the bus). A pack that does not answer
     raises :class:`BmsTimeout` for that request only; the port stays open for the others.
+    ``port``, ``connected``, :meth:`close`, ``bytes_sent`` and ``bytes_received`` come from
+    :class:`~.serial_link.SerialLink`, which :class:`~.bms_client.SerialBmsClient` shares.
     """
+
+    _link_name: ClassVar[str] = "JK PB bus"
+    _task_name: ClassVar[str] = "jk-pb-reader"
 
     def __init__(
         self,
@@ -232,24 +218,12 @@ class JkPbBus:
         open_connection: OpenConnection | None = None,
     ) -> None:
         """Set up; the port opens on the first request."""
-        self._port = port
+        super().__init__(port, BAUDRATE, open_connection, ReplyAssembler())
         self._timeout = timeout
         self._invert = invert_current
         self._retries = max(0, retries)
-        self._open = open_connection or open_serial
-        self._assembler = ReplyAssembler()
         self._lock = asyncio.Lock()
-        self._writer: asyncio.StreamWriter | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._waiter: _Waiter | None = None
         self._identities: dict[int, _Identity] = {}
-        self.bytes_sent = 0
-        self.bytes_received = 0
-
-    @property
-    def port(self) -> str:
-        """The serial port path."""
-        return self._port
 
     @property
     def checksum_errors(self) -> int:
@@ -266,108 +240,27 @@ class JkPbBus:
         """``checksum_errors`` and ``discarded_bytes`` together."""
         return {"checksum_errors": self.checksum_errors, "discarded_bytes": self.discarded_bytes}
 
-    @property
-    def connected(self) -> bool:
-        """Whether the port is open."""
-        writer = self._writer
-        return (
-            self._pump is not None
-            and not self._pump.done()
-            and writer is not None
-            and not writer.transport.is_closing()
-        )
-
-    async def close(self) -> None:
-        """Close the port; a later request opens it again."""
-        pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-        self._writer = None
-
-    async def _ensure_open(self) -> None:
-        if self.connected:
-            return
-        await self.close()
-        try:
-            reader, writer = await self._open(self._port, BAUDRATE)
-        except Exception as err:  # any failure to open means "not connected"
-            raise BmsNotConnected(f"cannot open {self._port}: {err}") from err
-        self._assembler.reset()
+    def _opened(self) -> None:
         # After a reconnect the packs may have been swapped or readdressed: ask them again.
         self._identities.clear()
-        self._writer = writer
-        self._pump = asyncio.get_running_loop().create_task(
-            self._read_port(reader, writer), name=f"jk-pb-reader-{self._port}"
-        )
-
-    async def _read_port(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        reason = "end of file"
-        try:
-            while data := await reader.read(_READ_SIZE):
-                self._received(data)
-        except asyncio.CancelledError:
-            reason = "closed"
-            raise
-        except Exception as err:  # a serial error ends this connection only
-            reason = str(err) or type(err).__name__
-        finally:
-            if self._writer is writer:
-                self._writer = None
-            waiter = self._waiter
-            if waiter is not None and not waiter.future.done():
-                waiter.future.set_exception(BmsNotConnected(f"serial port {self._port} {reason}"))
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_CLOSE_TIMEOUT):
-                    await writer.wait_closed()
-            _LOGGER.debug("JK PB bus %s: %s", self._port, reason)
-
-    def _received(self, data: bytes) -> None:
-        self.bytes_received += len(data)
-        replies = self._assembler.feed(data)
-        waiter = self._waiter
-        if waiter is None or waiter.future.done():
-            return
-        for raw in replies:
-            reply = split_reply(raw)
-            if (reply.address, reply.register) == (waiter.address, waiter.register):
-                waiter.future.set_result(reply.frame)
-                return
-        if self._assembler.checksum_errors != waiter.checksum_errors:
-            waiter.future.set_result(None)
-
-    def _write(self, frame: bytes) -> None:
-        writer = self._writer
-        if writer is None or writer.transport.is_closing():
-            raise BmsNotConnected(f"serial port {self._port} is not open")
-        if _hung_up(writer.transport.get_extra_info("serial")):
-            # The adapter is gone but the reader has not noticed yet: writing would only
-            # produce a fatal-error report from the transport.
-            writer.close()
-            raise BmsNotConnected(f"serial port {self._port} was disconnected")
-        writer.write(frame)
-        self.bytes_sent += len(frame)
 
     async def _request(self, address: int, register: int, attempts: int) -> bytes:
         """Trigger one frame from one pack; return the 300-byte frame."""
         request = encode_trigger(address, register)
-        loop = asyncio.get_running_loop()
+        wanted = (address, register)
+
+        def collect(raw: bytes) -> bytes | None:
+            reply = split_reply(raw)
+            return reply.frame if (reply.address, reply.register) == wanted else None
+
         corrupt = False
         for _attempt in range(attempts):
             await self._ensure_open()
             self._assembler.reset()
-            waiter = _Waiter(address, register, loop.create_future(), self.checksum_errors)
-            self._waiter = waiter
             try:
-                self._write(request)
-                async with asyncio.timeout(self._timeout):
-                    frame = await waiter.future
+                frame = await self._exchange_once(request, collect, self._timeout)
             except TimeoutError:
                 continue
-            finally:
-                self._waiter = None
             if frame is None:
                 corrupt = True
                 continue
