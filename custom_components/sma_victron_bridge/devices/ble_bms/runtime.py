@@ -118,14 +118,11 @@ def use_home_assistant_bleak_client() -> bool:
     to plain bleak and bypass proxies. This integration depends on ``bluetooth``, so when an
     entry starts the wrapper is in place; the library's name is pointed at it, exactly as
     Home Assistant itself does for ``bleak_retry_connector``. True when it had to be moved.
+    (Imported here, not at the top: the flow imports this module on the event loop.)
     """
-    from aiobmsble import basebms  # type: ignore[import-untyped]
-    import bleak
+    from ...protocols.ble_bms import follow_bleak_client
 
-    if basebms.BleakClient is bleak.BleakClient:
-        return False
-    basebms.BleakClient = bleak.BleakClient
-    return True
+    return follow_bleak_client()
 
 
 @dataclass(slots=True)
