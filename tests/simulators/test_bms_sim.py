@@ -677,13 +677,6 @@ def test_automatic_undervoltage_and_manual_protections_kept(tmp_path: Path) -> N
     assert SOC_LOW not in sim.protections
 
 
-def test_ocv_curve_ends() -> None:
-    assert bms_module._ocv(-5.0) == 2.80
-    assert bms_module._ocv(100.0) == 3.50
-    assert bms_module._ocv(150.0) == 3.50
-    assert bms_module._ocv(50.0) == pytest.approx(3.29)
-
-
 async def test_physics_runs_unless_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bms_module, "_STEP_INTERVAL", 0.02)
     sim = JbdSimulator(link_path=link(tmp_path), time_scale=3600.0, seed=1)

@@ -59,7 +59,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import contextlib
 from dataclasses import dataclass
 import itertools
-import math
 import random
 import struct
 import time
@@ -75,7 +74,7 @@ from bleak.uuids import normalize_uuid_str
 
 from ..protocols import ProtocolError, jbd
 from ..protocols.bms_common import crc16_modbus
-from .day_clock import DAY, HOUR, clear_sky
+from .battery import SimulatedPack
 
 if TYPE_CHECKING:
     from bleak.args import SizedBuffer
@@ -357,55 +356,16 @@ def aiobmsble_on_simulated_peers() -> Iterator[None]:
 
 # --- the battery ---------------------------------------------------------------------------
 
-_OCV: Final[tuple[tuple[float, float], ...]] = (
-    (0.0, 2.80),
-    (5.0, 3.05),
-    (10.0, 3.20),
-    (20.0, 3.25),
-    (40.0, 3.28),
-    (60.0, 3.30),
-    (80.0, 3.32),
-    (90.0, 3.34),
-    (97.0, 3.40),
-    (100.0, 3.50),
-)
-"""LiFePO4 open-circuit voltage per cell against SOC (%), piecewise linear."""
-_CELL_RESISTANCE: Final = 0.0005  # ohm per cell
-_CELL_SPREAD: Final = 0.004  # V: largest offset of a cell from the mean at mid SOC
-_BALANCE_FROM: Final = 3.40  # V: a balancer works near the top of the charge only
-_BALANCE_SPREAD: Final = 0.010  # V between highest and lowest cell that starts it
-_BALANCE_RATE: Final = 0.0002  # V per simulated minute the balanced cell's offset drops
-_CHARGE_OFF_AT: Final = 3.65  # V: cell over-voltage protection trips the charge FET
-_CHARGE_ON_AT: Final = 3.40
-_DISCHARGE_OFF_AT: Final = 2.80
-_DISCHARGE_ON_AT: Final = 3.10
-_PV_PEAK_C: Final = 0.2
-_LOAD_DAY_C: Final = 0.03
-_LOAD_EVENING_C: Final = 0.06
-_LOAD_NIGHT_C: Final = 0.02
-_SUBSTEP: Final = 60.0  # s of simulated time per integration step
-_FOLLOW_VALID: Final = 5.0
 
+class BleBatteryState(SimulatedPack):
+    """The pack behind a simulated Bluetooth BMS: a :class:`~.battery.SimulatedPack`.
 
-def _ocv(soc: float) -> float:
-    for (soc_a, volt_a), (soc_b, volt_b) in itertools.pairwise(_OCV):
-        if soc <= soc_b:
-            return volt_a + (volt_b - volt_a) * (soc - soc_a) / (soc_b - soc_a)
-    return _OCV[-1][1]
-
-
-class BleBatteryState:
-    """The pack behind a simulated Bluetooth BMS: plain, scriptable attributes.
-
-    ``cell_voltages`` (V), ``current`` (A, + = charging), ``temperatures`` (°C, the pack's
-    sensors), ``mosfet_temperature`` (°C), ``soc`` (%), ``cycles``, ``charge_fet`` and
-    ``discharge_fet`` (what the BMS reports), ``balancing`` (0-based cell indexes),
-    ``problem_code`` (the BMS's raw error/alarm word, 0 = none) and ``frozen``. The peers call
-    :meth:`advance` before they answer, so the pack moves by the real time passed (times
-    ``time_scale``) without any task running; ``frozen`` keeps exactly what a test set. Given
-    ``start_time_of_day`` the pack lives a solar day: PV charges it by day, a house load drains
-    it, most in the evening; without it the current stays what was set. The cell over/under
-    voltage protection switches the FETs like a BMS does.
+    Plain, scriptable attributes as on every simulated pack (``cell_voltages``, ``current``,
+    ``temperatures``, ``mosfet_temperature``, ``soc``, ``cycles``, ``charge_fet``/
+    ``discharge_fet``, ``protections``, ``balancing``, ``frozen``), plus ``problem_code``: the
+    BMS's raw error/alarm word (0 = none) as the Bluetooth frames carry it. A Bluetooth BMS runs
+    no task: the peers call :meth:`~.battery.SimulatedPack.advance` before they answer, so the
+    pack moves by the real time passed (times ``time_scale``) between requests.
     """
 
     def __init__(
@@ -420,147 +380,19 @@ class BleBatteryState:
         frozen: bool = False,
     ) -> None:
         """Build a pack at ``soc`` with cells spread a few mV apart."""
-        if not 1 <= cells <= 32:
-            raise ValueError("a simulated pack has 1 to 32 cells")
-        if not capacity_ah > 0:
-            raise ValueError("capacity_ah must be positive")
-        if not time_scale > 0:
-            raise ValueError("time_scale must be positive")
-        rng = random.Random(seed)
-        self.capacity_ah = capacity_ah
-        self.soc = soc
-        self.current = 0.0
-        self.temperatures: list[float] = [24.0, 23.5]
-        self.mosfet_temperature = 26.0
-        self.cycles = 7
-        self.charge_fet = True
-        self.discharge_fet = True
-        self.balancing: set[int] = set()
+        super().__init__(
+            cells=cells,
+            capacity_ah=capacity_ah,
+            soc=soc,
+            rng=random.Random(seed),
+            start_time_of_day=start_time_of_day,
+            time_scale=time_scale,
+            frozen=frozen,
+            temperatures=(24.0, 23.5),
+            mosfet_temperature=26.0,
+            cycles=7,
+        )
         self.problem_code = 0
-        self.frozen = frozen
-        self.time_scale = time_scale
-        self._clock = None if start_time_of_day is None else start_time_of_day % DAY
-        self._offsets = [rng.uniform(-_CELL_SPREAD, _CELL_SPREAD) for _ in range(cells)]
-        self._last: float | None = None
-        self._auto_off: set[str] = set()
-        self._followed: tuple[float, float] | None = None
-        self._pack_voltage: float | None = None
-        self.cell_voltages: list[float] = []
-        self._follow_soc()
-
-    @property
-    def voltage(self) -> float:
-        """Pack voltage in V: the sum of the cells unless a value was set (None restores that).
-
-        A BMS measures the pack separately, so its reading can differ from the cell sum.
-        """
-        if self._pack_voltage is not None:
-            return self._pack_voltage
-        return sum(self.cell_voltages)
-
-    @voltage.setter
-    def voltage(self, value: float | None) -> None:
-        self._pack_voltage = value
-
-    @property
-    def remaining_capacity(self) -> float:
-        """Remaining capacity in Ah."""
-        return self.capacity_ah * self.soc / 100
-
-    @property
-    def time_of_day(self) -> float | None:
-        """Simulated seconds after midnight for a pack living a day (else None)."""
-        return self._clock
-
-    def follow_current(self, current: float, valid_for: float = _FOLLOW_VALID) -> None:
-        """Carry ``current`` (A, + = charging) measured elsewhere (an inverter) for a while."""
-        if not math.isfinite(current):
-            raise ValueError("a followed current must be finite")
-        self._followed = (current, time.monotonic() + valid_for)
-
-    def advance(self, now: float | None = None) -> None:
-        """Bring the pack up to ``now`` (monotonic seconds; default: now)."""
-        moment = time.monotonic() if now is None else now
-        last, self._last = self._last, moment
-        if last is None or self.frozen:
-            return
-        self.step(max(0.0, moment - last) * self.time_scale)
-
-    def step(self, seconds: float) -> None:
-        """Advance the model by ``seconds`` of simulated time (also while frozen)."""
-        remaining = seconds
-        while remaining > 0:
-            dt_step = min(remaining, _SUBSTEP)
-            remaining -= dt_step
-            if self._clock is not None:
-                self._clock = (self._clock + dt_step) % DAY
-                self.current = self._solar_current(self._clock)
-            if self._followed is not None:
-                current, until = self._followed
-                if time.monotonic() <= until:
-                    self.current = current
-                else:
-                    self._followed = None
-            flowing = self._flowing()
-            self.soc = min(100.0, max(0.0, self.soc + flowing * dt_step / 36 / self.capacity_ah))
-            self._follow_soc()
-            self._balance(flowing, dt_step)
-            self._protect()
-
-    def _flowing(self) -> float:
-        if (self.current > 0 and not self.charge_fet) or (
-            self.current < 0 and not self.discharge_fet
-        ):
-            return 0.0
-        return self.current
-
-    def _solar_current(self, time_of_day: float) -> float:
-        hour = time_of_day / HOUR
-        if 18.0 <= hour < 23.0:
-            load = _LOAD_EVENING_C
-        elif 6.0 <= hour < 18.0:
-            load = _LOAD_DAY_C
-        else:
-            load = _LOAD_NIGHT_C
-        surplus = (_PV_PEAK_C * clear_sky(time_of_day) - load) * self.capacity_ah
-        if surplus > 0 and self.soc >= 99.5:
-            return 0.0  # the charger holds a full pack
-        return surplus
-
-    def _follow_soc(self) -> None:
-        soc = self.soc
-        spread = 1.0 + max(0.0, soc - 90.0) / 2.5 + max(0.0, 10.0 - soc) / 2.5
-        base = _ocv(soc) + self._flowing() * _CELL_RESISTANCE
-        self.cell_voltages = [round(base + offset * spread, 3) for offset in self._offsets]
-
-    def _balance(self, flowing: float, seconds: float) -> None:
-        cells = self.cell_voltages
-        highest = max(range(len(cells)), key=cells.__getitem__)
-        if (
-            flowing > 0
-            and cells[highest] >= _BALANCE_FROM
-            and cells[highest] - min(cells) >= _BALANCE_SPREAD
-        ):
-            self.balancing = {highest}
-            self._offsets[highest] -= _BALANCE_RATE * seconds / 60
-        else:
-            self.balancing = set()
-
-    def _protect(self) -> None:
-        highest = max(self.cell_voltages)
-        lowest = min(self.cell_voltages)
-        if highest >= _CHARGE_OFF_AT and self.charge_fet:
-            self.charge_fet = False
-            self._auto_off.add("charge")
-        elif highest <= _CHARGE_ON_AT and "charge" in self._auto_off:
-            self.charge_fet = True
-            self._auto_off.discard("charge")
-        if lowest <= _DISCHARGE_OFF_AT and self.discharge_fet:
-            self.discharge_fet = False
-            self._auto_off.add("discharge")
-        elif lowest >= _DISCHARGE_ON_AT and "discharge" in self._auto_off:
-            self.discharge_fet = True
-            self._auto_off.discard("discharge")
 
 
 def _clamp(value: int, low: int, high: int) -> int:
