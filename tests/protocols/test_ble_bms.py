@@ -26,6 +26,7 @@ integration follows:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
 import json
 import math
 from pathlib import Path
@@ -39,11 +40,17 @@ from custom_components.sma_victron_bridge.protocols import ProtocolError, jbd
 from custom_components.sma_victron_bridge.protocols.ble_bms import (
     BMS_PROBLEM,
     CAPTURE_PROTOCOLS,
+    BleBmsError,
+    BleBmsLink,
     BleBmsReading,
+    BleBmsTimeout,
     BleBmsUnsupported,
+    BleBmsWriteRejected,
+    _jbd_ack,
     bms_class_for,
     decode_ble_capture,
     follow_bleak_client,
+    jk_switch_command,
     library_bleak_client,
     matchers,
     reading_from_sample,
@@ -578,3 +585,246 @@ async def test_jbd_basic_info_claiming_too_many_cells() -> None:
     reading = await decode_ble_capture("jbd_ble", bytes(frame))
     assert reading.voltage == pytest.approx(13.7)
     assert len(reading.balancing) == 32
+
+
+# --- FET control -----------------------------------------------------------------------------
+
+FET_ADDRESS = "C8:47:80:00:0F:E7"
+# (family, peer factory, secret): JK 32S and 24S layouts, JBD with and without the login.
+FET_PEERS: dict[str, tuple[str, Callable[[], sim.BlePeer], str]] = {
+    "jk_32s": ("jikong", lambda: sim.JkBlePeer(firmware="19.27"), ""),
+    "jk_24s": ("jikong", lambda: sim.JkBlePeer(firmware="10.07"), ""),
+    "jbd": ("jbd", sim.JbdBlePeer, ""),
+    "jbd_login": ("jbd", lambda: sim.JbdBlePeer(password="123456"), "123456"),
+}
+
+
+@pytest.fixture
+def fet_peers() -> Iterator[list[Callable[[], None]]]:
+    """aiobmsble connects to simulated peers; every peer registered is removed afterwards."""
+    undo: list[Callable[[], None]] = []
+    with sim.aiobmsble_on_simulated_peers():
+        yield undo
+    for unregister in undo:
+        unregister()
+
+
+def _fet_link(
+    undo: list[Callable[[], None]],
+    peer: sim.BlePeer,
+    family: str,
+    *,
+    secret: str = "",
+    timeout: float = 5.0,
+    keep: bool = True,
+) -> BleBmsLink:
+    from bleak.backends.device import BLEDevice
+
+    undo.append(sim.register_peer(FET_ADDRESS, peer))
+    device = BLEDevice(FET_ADDRESS, "fet-bms", {})
+    return BleBmsLink(
+        bms_class_for(family), device, keep_connection=keep, timeout=timeout, secret=secret
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(FET_PEERS))
+async def test_set_fets_switches_and_reads_back(
+    kind: str, fet_peers: list[Callable[[], None]]
+) -> None:
+    family, make, secret = FET_PEERS[kind]
+    peer = make()
+    link = _fet_link(fet_peers, peer, family, secret=secret)
+    assert link.can_switch_fets
+    before = await link.update()
+    assert (before.charge_fet, before.discharge_fet) == (True, True)
+
+    reading = await link.set_fets(charge=False)
+    assert (reading.charge_fet, reading.discharge_fet) == (False, True)
+    assert (peer.battery.charge_fet, peer.battery.discharge_fet) == (False, True)
+    reading = await link.set_fets(discharge=False)  # the charge switch stays as written
+    assert (reading.charge_fet, reading.discharge_fet) == (False, False)
+    reading = await link.set_fets(charge=True, discharge=True)
+    assert (reading.charge_fet, reading.discharge_fet) == (True, True)
+    reading = await link.set_fets()  # nothing to switch: a plain read
+    assert reading.charge_fet is True
+    # All of it through the library's one connection, and the link is still good for updates.
+    assert peer.connect_count == 1
+    assert (await link.update()).cell_voltages
+    assert link.updates == 6
+    await link.close()
+    assert peer.connections == 0
+
+
+async def test_jk_switch_commands_are_the_documented_frames(
+    fet_peers: list[Callable[[], None]],
+) -> None:
+    peer = sim.JkBlePeer()
+    link = _fet_link(fet_peers, peer, "jikong")
+    await link.update()
+    sent = len(peer.writes)
+    await link.set_fets(charge=False, discharge=False)
+    commands = [data for _uuid, data in peer.writes[sent:] if data[4] in (0x1D, 0x1E)]
+    assert commands == [
+        bytes.fromhex("aa5590eb1d04000000000000000000000000009b"),
+        bytes.fromhex("aa5590eb1e04000000000000000000000000009c"),
+    ]
+    assert jk_switch_command(0x1D, True).hex() == "aa5590eb1d04010000000000000000000000009c"
+    await link.close()
+
+
+async def test_jbd_switch_goes_through_factory_mode(fet_peers: list[Callable[[], None]]) -> None:
+    peer = sim.JbdBlePeer()
+    link = _fet_link(fet_peers, peer, "jbd")
+    await link.update()
+    sent = len(peer.writes)
+    await link.set_fets(charge=False)
+    writes = [data for _uuid, data in peer.writes[sent:]]
+    # The switch left alone is unknown to a fresh link: the BMS is read first (0x03).
+    assert writes[0] == jbd.encode_read(jbd.REG_BASIC_INFO)
+    assert [data for data in writes if data[1] == 0x5A] == [
+        jbd.encode_factory_mode_enter(),
+        jbd.encode_mosfet_control(False, True),
+        jbd.encode_factory_mode_exit(),
+    ]
+    assert all(uuid.startswith("0000ff02") for uuid, _data in peer.writes[sent:])
+    await link.close()
+
+
+@pytest.mark.parametrize("kind", ["jk_32s", "jbd"])
+async def test_switch_on_held_by_a_protection_is_rejected(
+    kind: str, fet_peers: list[Callable[[], None]]
+) -> None:
+    family, make, secret = FET_PEERS[kind]
+    peer = make()
+    link = _fet_link(fet_peers, peer, family, secret=secret)
+    await link.set_fets(charge=False)
+    peer.battery.protections.add("cell_overvoltage")
+    with pytest.raises(BleBmsWriteRejected) as caught:
+        await link.set_fets(charge=True)
+    assert isinstance(caught.value, ProtocolError)
+    assert caught.value.reading is not None
+    assert caught.value.reading.charge_fet is False
+    assert peer.battery.charge_fet is False
+    # Switching off is never refused, and the link stays usable.
+    assert (await link.set_fets(discharge=True)).discharge_fet is True
+    peer.battery.protections.clear()
+    assert (await link.set_fets(charge=True)).charge_fet is True
+    assert peer.connect_count == 1
+    await link.close()
+
+
+async def test_jbd_refused_writes_are_rejected(fet_peers: list[Callable[[], None]]) -> None:
+    peer = sim.JbdBlePeer()
+    link = _fet_link(fet_peers, peer, "jbd")
+    await link.update()
+    refused = jbd.encode_mosfet_control(False, True)
+    peer.script[refused] = (sim.jbd_reply(jbd.REG_MOSFET_CONTROL, status=jbd.STATUS_ERROR),)
+    with pytest.raises(BleBmsWriteRejected, match="MOSFET control"):
+        await link.set_fets(charge=False)
+    assert peer.battery.charge_fet is True
+    assert not link.is_connected
+    peer.script[jbd.encode_factory_mode_enter()] = (
+        sim.jbd_reply(jbd.REG_FACTORY_ENTER, status=jbd.STATUS_ERROR),
+    )
+    with pytest.raises(BleBmsWriteRejected, match="factory mode"):
+        await link.set_fets(charge=False)
+    del peer.script[jbd.encode_factory_mode_enter()]
+    del peer.script[refused]
+    assert (await link.set_fets(charge=False)).charge_fet is False
+    assert link.failures == 2
+    await link.close()
+
+
+async def test_jbd_write_without_acknowledgement_times_out(
+    fet_peers: list[Callable[[], None]],
+) -> None:
+    peer = sim.JbdBlePeer()
+    link = _fet_link(fet_peers, peer, "jbd", timeout=8.0)
+    await link.update()
+    peer.script[jbd.encode_factory_mode_enter()] = ()  # swallowed
+    with pytest.raises(BleBmsTimeout):
+        await link.set_fets(charge=False)
+    assert peer.connections == 0
+    assert peer.battery.charge_fet is True
+    await link.close()
+
+
+async def test_other_families_have_no_fet_control(fet_peers: list[Callable[[], None]]) -> None:
+    peer = sim.DalyBlePeer()
+    link = _fet_link(fet_peers, peer, "daly")
+    assert not link.can_switch_fets
+    with pytest.raises(BleBmsUnsupported):
+        await link.set_fets(charge=False)
+    assert peer.connect_count == 0
+    await link.close()
+    with pytest.raises(BleBmsError):
+        await link.set_fets(charge=False)
+
+
+@pytest.mark.parametrize("kind", ["jk_32s", "jbd"])
+async def test_link_dropped_mid_write(kind: str, fet_peers: list[Callable[[], None]]) -> None:
+    """The answer to the (first) write never arrives: the link drops, the BMS is gone."""
+    family, make, secret = FET_PEERS[kind]
+    peer = make()
+    link = _fet_link(fet_peers, peer, family, secret=secret, timeout=3.0)
+    await link.update()
+    peer.drop_after_notifications = 0
+    peer.refuse_connections = True
+    with pytest.raises(ProtocolError) as caught:
+        await link.set_fets(charge=False)
+    assert isinstance(caught.value, BleBmsError)
+    assert not link.is_connected
+    assert peer.connections == 0
+    assert peer.queued_notifications == 0
+    peer.refuse_connections = False
+    assert (await link.set_fets(charge=False)).charge_fet is False
+    await link.close()
+    assert peer.connections == 0
+
+
+async def test_set_fets_releases_the_connection_when_asked(
+    fet_peers: list[Callable[[], None]],
+) -> None:
+    peer = sim.JbdBlePeer()
+    link = _fet_link(fet_peers, peer, "jbd", keep=False)
+    assert (await link.set_fets(charge=False)).charge_fet is False
+    assert peer.connections == 0
+    assert peer.connect_count == 1
+    await link.close()
+
+
+@pytest.mark.parametrize("family", ["jikong", "jbd"])
+def test_the_library_message_path_fet_control_relies_on(
+    family: str, fet_peers: list[Callable[[], None]]
+) -> None:
+    """aiobmsble has no write API: set_fets uses these non-public names, pinned here."""
+    import inspect
+
+    from aiobmsble import basebms
+
+    bms_class = bms_class_for(family)
+    assert issubclass(bms_class, basebms.BaseBMS)
+    assert inspect.iscoroutinefunction(bms_class._connect)
+    parameters = list(inspect.signature(bms_class._send_msg).parameters)
+    assert parameters[:6] == ["self", "data", "max_size", "char", "attempt", "inv_wr_mode"]
+    assert isinstance(bms_class.uuid_tx(), str)
+    from bleak.backends.device import BLEDevice
+
+    bms = bms_class(BLEDevice(FET_ADDRESS, "pin", {}), aiobmsble.BMSConfig(keep_alive=True))
+    assert isinstance(bms._op_lock, asyncio.Lock)
+    assert isinstance(bms._msg_event, asyncio.Event)
+    assert bms._inv_wr_mode is None
+    bms._frame.extend(b"\xdd\x00")
+    assert bytes(bms._frame) == b"\xdd\x00"
+    bms._frame.clear()
+    if family == "jikong":
+        assert bms._char_write_handle == -1  # found by its connection set-up
+
+
+def test_jbd_acknowledgement_is_found_in_the_buffer() -> None:
+    ack = sim.jbd_reply(jbd.REG_MOSFET_CONTROL)
+    assert _jbd_ack(b"\xdd\xe1" + ack, jbd.REG_MOSFET_CONTROL) == 0  # a false start first
+    assert _jbd_ack(ack[:-1], jbd.REG_MOSFET_CONTROL) is None  # not complete yet
+    assert _jbd_ack(ack, jbd.REG_FACTORY_ENTER) is None  # answers another register
+    error = sim.jbd_reply(jbd.REG_MOSFET_CONTROL, status=jbd.STATUS_ERROR)
+    assert _jbd_ack(b"\x00" + error, jbd.REG_MOSFET_CONTROL) == jbd.STATUS_ERROR

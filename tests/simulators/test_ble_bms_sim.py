@@ -776,7 +776,11 @@ async def test_jbd_peer_registers_and_login(registry: list[Any]) -> None:
         login[:-1] + b"\x00",  # wrong sum: ignored
         login,
         jbd.encode_read(0x05),
+        jbd.encode_mosfet_control(False, True),  # outside factory mode: refused
+        jbd.encode_factory_mode_exit(),  # not in factory mode: refused
+        jbd.encode_factory_mode_enter(),
         jbd.encode_mosfet_control(False, True),
+        jbd.encode_factory_mode_exit(),
         jbd.encode_write(0x10, b"\x00\x01"),
         jbd.encode_read(0x24),
         b"\xdd\xa5\x03\x00\x00\x00\x77",  # bad checksum: dropped by the assembler
@@ -784,9 +788,11 @@ async def test_jbd_peer_registers_and_login(registry: list[Any]) -> None:
     assert frames[0] == sim.jbd_login_reply(True)
     replies = _jbd_frames(frames[1:])
     assert jbd.parse_frame(replies[0]).payload.decode() == peer.hardware
-    assert jbd.parse_frame(replies[1]).status == 0
+    statuses = [jbd.parse_frame(frame).status for frame in replies[1:]]
+    assert statuses == [0x80, 0x80, 0, 0, 0, 0x80, 0x80]
+    assert [jbd.parse_frame(frame).register for frame in replies[3:6]] == [0x00, 0xE1, 0x01]
     assert peer.battery.charge_fet is False
-    assert [jbd.parse_frame(frame).status for frame in replies[2:]] == [0x80, 0x80]
+    assert peer.battery.discharge_fet is True
 
 
 async def test_daly_replay_writes_and_other_functions(registry: list[Any]) -> None:

@@ -10,7 +10,11 @@ library so a Bluetooth BMS looks like every other BMS of this integration:
   captures state). It returns a :class:`BleBmsReading`, a ``BmsReading`` with the few extras the
   library knows (state of health, balancer state and current, the raw problem code, ...).
 * :class:`BleBmsLink` owns one aiobmsble BMS instance for one device: bounded updates, errors
-  as :class:`~.ProtocolError` subclasses, device information, counters, a clean close.
+  as :class:`~.ProtocolError` subclasses, device information, counters, a clean close, and -
+  for JK and JBD (:data:`FET_FAMILIES`) - charge/discharge FET switching with read-back
+  (:meth:`BleBmsLink.set_fets`). The library has no write API: the switch commands are ours,
+  sent through the library's own connection and its non-public message path (``_connect``,
+  ``_op_lock``, ``_send_msg``), which tests/protocols/test_ble_bms.py pins.
 * :func:`supported_families`, :func:`bms_class_for` and :func:`matchers` expose the library's
   families and its Bluetooth advertisement matchers (the Home Assistant side generates the
   manifest's ``bluetooth`` matchers from them).
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+import contextlib
 from dataclasses import dataclass, field
 import functools
 import importlib
@@ -78,6 +83,7 @@ __all__ = [
     "BMS_PROBLEM",
     "CAPTURE_PROTOCOLS",
     "DALY_FAMILY",
+    "FET_FAMILIES",
     "JBD_FAMILY",
     "JK_FAMILY",
     "BleBmsAuthError",
@@ -88,9 +94,11 @@ __all__ = [
     "BleBmsTimeout",
     "BleBmsUnreachable",
     "BleBmsUnsupported",
+    "BleBmsWriteRejected",
     "bms_class_for",
     "decode_ble_capture",
     "follow_bleak_client",
+    "jk_switch_command",
     "library_bleak_client",
     "matchers",
     "reading_from_sample",
@@ -103,6 +111,8 @@ BMS_PROBLEM: Final = "bms_problem"
 JK_FAMILY: Final = "jikong"
 JBD_FAMILY: Final = "jbd"
 DALY_FAMILY: Final = "daly"
+FET_FAMILIES: Final = frozenset({JK_FAMILY, JBD_FAMILY})
+"""Families whose charge/discharge FETs :meth:`BleBmsLink.set_fets` can switch."""
 
 CAPTURE_PROTOCOLS: Final[Mapping[str, str]] = {
     "jk_ble": JK_FAMILY,
@@ -144,7 +154,16 @@ class BleBmsBadData(BleBmsError):  # noqa: N818 - reads as what happened
 
 
 class BleBmsUnsupported(BleBmsError):  # noqa: N818 - reads as what happened
-    """No aiobmsble family of that name, or a frame the library does not read."""
+    """No aiobmsble family of that name, a frame the library does not read, or no FET control."""
+
+
+class BleBmsWriteRejected(BleBmsError):  # noqa: N818 - reads as what happened
+    """The BMS did not take a FET switch request; ``reading`` is the state read back (if any)."""
+
+    def __init__(self, message: str, reading: BleBmsReading | None = None) -> None:
+        """Keep the state read after the write so the caller can show it."""
+        super().__init__(message)
+        self.reading = reading
 
 
 # --- families --------------------------------------------------------------------------------
@@ -404,6 +423,118 @@ def _is_bleak_error(error: BaseException) -> bool:
     return isinstance(error, BleakError)
 
 
+# FET control: the commands aiobmsble does not send.
+_READBACK_ATTEMPTS: Final = 3
+_READBACK_PAUSE: Final = 0.3
+_ACK_TIMEOUT: Final = 3.0
+_ACK_POLL: Final = 0.01
+_JK_SWITCH_COMMANDS: Final = (0x1D, 0x1E)  # charge, discharge
+_JK_COMMAND_GAP: Final = 0.1
+
+
+def _fets_agree(reading: BmsReading, charge: bool | None, discharge: bool | None) -> bool:
+    return (charge is None or reading.charge_fet is charge) and (
+        discharge is None or reading.discharge_fet is discharge
+    )
+
+
+def jk_switch_command(command: int, on: bool) -> bytes:
+    """A JK02 BLE write: ``AA 55 90 EB cmd 04 value (u32 LE), 9 zero bytes, sum8`` (20 bytes).
+
+    Layout: syssi/esphome-jk-bms docs/protocol-design-ble.md ("Command Structure"); the switch
+    registers are that project's components/jk_bms_ble/switch/__init__.py: charging 0x1D,
+    discharging 0x1E on JK02_24S and JK02_32S (the families aiobmsble's ``jikong`` reads).
+    """
+    body = _JK_COMMAND_HEADER + bytes((command, 4)) + int(on).to_bytes(4, "little") + bytes(9)
+    return body + bytes((sum(body) & 0xFF,))
+
+
+def _write_mode(bms: Any) -> bool:
+    return bool(bms._inv_wr_mode)
+
+
+async def _jk_switch(bms: Any, charge: bool | None, discharge: bool | None) -> None:
+    """Send the JK switch commands; the BMS's answer (its settings frame) is not awaited.
+
+    The read-back decides, as for the wired JK (protocols/bms_client.py).
+    """
+    handle = getattr(bms, "_char_write_handle", -1)
+    char: int | str = handle if isinstance(handle, int) and handle >= 0 else bms.uuid_tx()
+    requests = [
+        (command, on)
+        for command, on in zip(_JK_SWITCH_COMMANDS, (charge, discharge), strict=True)
+        if on is not None
+    ]
+    for index, (command, on) in enumerate(requests):
+        if index:
+            await asyncio.sleep(_JK_COMMAND_GAP)
+        await bms._send_msg(jk_switch_command(command, on), 0, char, 0, _write_mode(bms))
+
+
+def _jbd_ack(buffer: bytes, register: int) -> int | None:
+    """The status of a complete ``DD reg status len … 77`` answer to ``register`` in ``buffer``."""
+    from . import jbd
+
+    start = buffer.find(bytes((jbd.START, register)))
+    while start >= 0:
+        if len(buffer) >= start + jbd.MIN_FRAME_LENGTH:
+            end = start + jbd.MIN_FRAME_LENGTH + buffer[start + 3]
+            try:
+                return jbd.parse_frame(buffer[start:end]).status
+            except ProtocolError:
+                pass
+        start = buffer.find(bytes((jbd.START, register)), start + 1)
+    return None
+
+
+async def _jbd_exchange(bms: Any, frame: bytes, register: int) -> int:
+    """Write one JBD frame and wait for its acknowledgement; the status byte.
+
+    aiobmsble's JBD handler passes every notification into its frame buffer but takes only
+    read answers (an OK write answer carries checksum 0x0000, which it does not accept), so
+    the answer is picked from that buffer here.
+    """
+    bms._frame.clear()
+    await bms._send_msg(frame, 0, bms.uuid_tx(), 0, _write_mode(bms))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _ACK_TIMEOUT
+    while (status := _jbd_ack(bytes(bms._frame), register)) is None:
+        if not bms.is_connected:
+            raise ConnectionError("the link dropped before the BMS acknowledged the write")
+        if loop.time() >= deadline:
+            raise TimeoutError(f"no acknowledgement of the write to JBD register 0x{register:02X}")
+        await asyncio.sleep(_ACK_POLL)
+    return status
+
+
+async def _jbd_switch(bms: Any, code: int) -> None:
+    """Factory mode, MOSFET control 0xE1, leave factory mode without saving.
+
+    The sequence of the wired JBD (protocols/bms_client.py, registers in protocols/jbd.py):
+    over Bluetooth the module passes the same ``DD 5A …`` frames to the BMS. Newer boards take
+    0xE1 only in factory mode; older ones accept the factory commands as well.
+    """
+    from . import jbd
+
+    try:
+        status = await _jbd_exchange(bms, jbd.encode_factory_mode_enter(), jbd.REG_FACTORY_ENTER)
+        if status != jbd.STATUS_OK:
+            raise BleBmsWriteRejected(f"JBD refused factory mode (status 0x{status:02X})")
+        try:
+            frame = jbd.encode_write(jbd.REG_MOSFET_CONTROL, bytes((0x00, code)))
+            status = await _jbd_exchange(bms, frame, jbd.REG_MOSFET_CONTROL)
+            if status != jbd.STATUS_OK:
+                raise BleBmsWriteRejected(f"JBD refused MOSFET control (status 0x{status:02X})")
+        finally:
+            if bms.is_connected:
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await _jbd_exchange(bms, jbd.encode_factory_mode_exit(), jbd.REG_FACTORY_EXIT)
+    finally:
+        # An answer left in the buffer would be glued to the next read answer.
+        bms._frame.clear()
+        bms._msg_event.clear()
+
+
 class BleBmsLink:
     """One BMS over Bluetooth: an aiobmsble instance, bounded updates, a clean close.
 
@@ -448,6 +579,7 @@ class BleBmsLink:
         self._lock = asyncio.Lock()
         self._closed = False
         self._interrupted = False
+        self._jbd_switches: tuple[bool, bool] | None = None
         self.updates = 0
         self.failures = 0
         self.connects = 0
@@ -545,6 +677,106 @@ class BleBmsLink:
         info: dict[str, Any] = dict(await self._bms.device_info())
         return info
 
+    # --- FET control ---
+
+    @property
+    def can_switch_fets(self) -> bool:
+        """Whether :meth:`set_fets` can switch this family's FETs (JK and JBD)."""
+        return self._family in FET_FAMILIES
+
+    async def set_fets(
+        self, *, charge: bool | None = None, discharge: bool | None = None
+    ) -> BleBmsReading:
+        """Switch the charge and/or discharge FET (None = leave it), then read back and verify.
+
+        aiobmsble reads only, so the switch commands are this module's, sent through the
+        library's own connection (see "FET control" in :meth:`_switch_and_read`). Raises
+        :class:`BleBmsUnsupported` for a family other than JK and JBD,
+        :class:`BleBmsWriteRejected` when the state read back differs from the request (a
+        protection holding the FET off, a refused write), and every other :class:`BleBmsError`
+        like :meth:`update`, leaving the link disconnected.
+        """
+        async with self._lock:
+            self._check_open()
+            if not self.can_switch_fets:
+                raise BleBmsUnsupported(
+                    f"no FET control for the aiobmsble family {self._family!r} over Bluetooth"
+                )
+            await self._apply_pending()
+            reading = await self._guarded(
+                functools.partial(self._switch_and_read, charge, discharge)
+            )
+            self.updates += 1
+        if not _fets_agree(reading, charge, discharge):
+            raise BleBmsWriteRejected(
+                f"BMS {self.address} did not switch the FETs to charge={charge}, "
+                f"discharge={discharge}: it reports charge={reading.charge_fet}, "
+                f"discharge={reading.discharge_fet}",
+                reading,
+            )
+        return reading
+
+    async def _reading(self) -> BleBmsReading:
+        sample, bms_problem = await self._read_sample()
+        return reading_from_sample(sample, family=self._family, bms_problem=bms_problem)
+
+    async def _switch_and_read(self, charge: bool | None, discharge: bool | None) -> BleBmsReading:
+        """Write the switch commands, then read the BMS until it agrees (or give up).
+
+        FET control. aiobmsble (0.28 to 0.31 at least) has no write API, so the commands go
+        through its non-public message path: ``_connect()`` (connects, logs in, starts
+        notifications - or nothing when connected), the ``_op_lock`` its own updates hold, and
+        ``_send_msg()`` to the family's write characteristic (JK: ``_char_write_handle``, the
+        handle its connection set-up found; JBD: ``uuid_tx()``) in the write mode it settled on
+        (``_inv_wr_mode``). So a write never opens a second connection and never interleaves
+        with a library request. tests/protocols/test_ble_bms.py pins this: a library release
+        that renames any of it fails those tests, not a user's switch.
+        """
+        if charge is None and discharge is None:
+            return await self._reading()
+        bms = self._bms
+        if self._family == JBD_FAMILY:
+            code = await self._jbd_code(charge, discharge)
+            await bms._connect()
+            async with bms._op_lock:
+                await _jbd_switch(bms, code)
+            self._jbd_switches = (not code & 0x01, not code & 0x02)
+        else:
+            await bms._connect()
+            async with bms._op_lock:
+                await _jk_switch(bms, charge, discharge)
+        reading = await self._fresh_reading()
+        for _ in range(_READBACK_ATTEMPTS - 1):
+            if _fets_agree(reading, charge, discharge):
+                break
+            await asyncio.sleep(_READBACK_PAUSE)  # a FET may take a moment to follow
+            reading = await self._fresh_reading()
+        return reading
+
+    async def _fresh_reading(self) -> BleBmsReading:
+        # aiobmsble's JK class reuses a cell info frame the BMS streamed on its own; one from
+        # before the switch must not count as the read-back.
+        self._bms._msg_event.clear()
+        return await self._reading()
+
+    async def _jbd_code(self, charge: bool | None, discharge: bool | None) -> int:
+        """The 0xE1 code (bit 0: charge off, bit 1: discharge off) for a request.
+
+        0xE1 sets both switches at once, so the one left alone must be written as it is. The
+        BMS cannot be asked for its switches: use what this link last wrote, else infer them
+        from the FETs as protocols/bms_client.py does for the wired JBD - a FET that is off
+        while a protection is active is taken as held by it (switch on).
+        """
+        if charge is None or discharge is None:
+            known = self._jbd_switches
+            if known is None:
+                current = await self._reading()
+                held = bool(current.protections)
+                known = (bool(current.charge_fet) or held, bool(current.discharge_fet) or held)
+            charge = known[0] if charge is None else charge
+            discharge = known[1] if discharge is None else discharge
+        return (0 if charge else 0x01) | (0 if discharge else 0x02)
+
     async def _guarded[T](self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one library operation within the timeout, translating every failure.
 
@@ -568,6 +800,8 @@ class BleBmsLink:
             self.failures += 1
             self.last_error = str(translated)
             await self._disconnect()
+            if translated is error:
+                raise
             raise translated from error
         if not self._keep_connection:
             await self._disconnect()
@@ -575,6 +809,8 @@ class BleBmsLink:
 
     def _translate(self, error: Exception) -> BleBmsError:
         name = type(error).__name__
+        if isinstance(error, BleBmsError):
+            return error
         if isinstance(error, PermissionError):
             return BleBmsAuthError(f"the BMS refused the password ({error})")
         if isinstance(error, TimeoutError):

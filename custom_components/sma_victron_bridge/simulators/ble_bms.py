@@ -74,7 +74,7 @@ from bleak.uuids import normalize_uuid_str
 
 from ..protocols import ProtocolError, jbd
 from ..protocols.bms_common import crc16_modbus
-from .battery import SimulatedPack
+from .battery import BLOCKS_CHARGE, BLOCKS_DISCHARGE, SimulatedPack
 
 if TYPE_CHECKING:
     from bleak.args import SizedBuffer
@@ -595,6 +595,28 @@ _JK_BASE_24S: Final = 118  # pack voltage: the start of the block that moves by 
 _JK_BASE_32S: Final = 150
 
 
+def _switch(
+    battery: BleBatteryState, *, charge: bool | None = None, discharge: bool | None = None
+) -> bool:
+    """Apply a host's FET request as the BMS does; False if any part was refused.
+
+    Switching off always works; switching on is refused (the switch stays as it was) while a
+    protection holds that FET off, as on the simulated wired BMSes (``simulators/bms.py``).
+    """
+    accepted = True
+    if charge is not None:
+        if charge and battery.protections & BLOCKS_CHARGE:
+            accepted = False
+        else:
+            battery.charge_fet = charge
+    if discharge is not None:
+        if discharge and battery.protections & BLOCKS_DISCHARGE:
+            accepted = False
+        else:
+            battery.discharge_fet = discharge
+    return accepted
+
+
 def _sum8(data: bytes | bytearray) -> int:
     return sum(data) & 0xFF
 
@@ -788,7 +810,9 @@ class JkBlePeer(BlePeer):
     frame's last notification on firmware 19 and later (as captured), on its own before - and
     ``0x96`` with the settings frame (0x01, first request of a connection only) followed by the
     cell info frame (0x02) in the 24S layout for firmware below 11 and the 32S layout from 11 on.
-    ``0x1D``/``0x1E`` with a u32 value switch the charge/discharge FET. With ``at_noise`` the
+    ``0x1D``/``0x1E`` with a u32 value switch the charge/discharge FET (answered with the settings
+    frame; the next cell info frame reports the FET; a switch-on is ignored while a protection
+    holds that FET). With ``at_noise`` the
     module's ``AT\\r\\n`` goes out as its own notification before each reply and at the tail of
     its last notification. ``replay`` maps frame types (0x03, 0x01, 0x02, 0xC8) to captured frames
     that are sent instead of the live ones; a type without a capture is not sent.
@@ -916,9 +940,9 @@ class JkBlePeer(BlePeer):
             replies.append(self._frame(JK_TYPE_CELL_INFO))
         elif command in (JK_CMD_CHARGE_SWITCH, JK_CMD_DISCHARGE_SWITCH) and self.replay is None:
             if command == JK_CMD_CHARGE_SWITCH:
-                self.battery.charge_fet = bool(value)
+                _switch(self.battery, charge=bool(value))
             else:
-                self.battery.discharge_fet = bool(value)
+                _switch(self.battery, discharge=bool(value))
             replies.append(self._frame(JK_TYPE_SETTINGS))
         if replies:
             replies.append(ready)  # after the first reply of a connection, whichever it was
@@ -982,7 +1006,10 @@ class JbdBlePeer(BlePeer):
 
     Requests are the serial ``DD A5 reg 00 checksum 77`` frames (reassembled across writes);
     answers come in 20-byte notifications. Registers 0x03 (basic info), 0x04 (cells) and 0x05
-    (hardware name) are read, 0xE1 (MOSFET control) is written; anything else gets status 0x80.
+    (hardware name) are read; 0xE1 (MOSFET control) is written inside factory mode (0x00 with
+    ``56 78`` enters it, 0x01 leaves it), each write acknowledged ``DD reg 00 00 00 00 77``; a
+    switch-on is refused while a protection holds that FET (acknowledged all the same, the FET
+    stays off, as on the real board); anything else gets status 0x80.
     With ``password`` set (the V1.3 modules) nothing is answered before the ``FF AA 15 len
     password sum8`` login, which is acknowledged ``FF AA 15 01 00`` (``01`` for a wrong one).
     ``replay`` maps registers to captured response frames sent instead of the live ones.
@@ -1026,6 +1053,7 @@ class JbdBlePeer(BlePeer):
         self.replay: dict[int, bytes] | None = None if replay is None else dict(replay)
         self._assemblers: dict[int, jbd.FrameAssembler] = {}
         self._logged_in: set[int] = set()
+        self._factory: set[int] = set()  # links in factory mode
 
     def _on_connect(self, link: SimulatedBleakBackend) -> None:
         self._assemblers[id(link)] = jbd.FrameAssembler()
@@ -1033,6 +1061,7 @@ class JbdBlePeer(BlePeer):
     def _on_disconnect(self, link: SimulatedBleakBackend) -> None:
         self._assemblers.pop(id(link), None)
         self._logged_in.discard(id(link))
+        self._factory.discard(id(link))
 
     def _answer(self, link: SimulatedBleakBackend, uuid: str, data: bytes) -> list[bytes]:
         if data.startswith(JBD_LOGIN_HEADER):
@@ -1045,7 +1074,7 @@ class JbdBlePeer(BlePeer):
                 request = jbd.parse_request(frame)
             except ProtocolError:
                 continue
-            replies.append(self._register(request))
+            replies.append(self._register(link, request))
         return replies
 
     def _login(self, link: SimulatedBleakBackend, data: bytes) -> list[bytes]:
@@ -1058,17 +1087,12 @@ class JbdBlePeer(BlePeer):
             self._logged_in.add(id(link))
         return [jbd_login_reply(accepted)]
 
-    def _register(self, request: jbd.JbdRequest) -> bytes:
+    def _register(self, link: SimulatedBleakBackend, request: jbd.JbdRequest) -> bytes:
         register = request.register
         if self.replay is not None:
             return self.replay.get(register) or jbd_reply(register, status=jbd.STATUS_ERROR)
         if request.write:
-            if register == jbd.REG_MOSFET_CONTROL and len(request.data) == 2:
-                code = request.data[1]
-                self.battery.charge_fet = not code & 0x01
-                self.battery.discharge_fet = not code & 0x02
-                return jbd_reply(register)
-            return jbd_reply(register, status=jbd.STATUS_ERROR)
+            return self._write(link, register, request.data)
         if register == jbd.REG_BASIC_INFO:
             return jbd_reply(
                 register, jbd_basic_info(self.battery, software_version=self.software_version)
@@ -1078,6 +1102,24 @@ class JbdBlePeer(BlePeer):
             return jbd_reply(register, struct.pack(f">{len(millivolts)}H", *millivolts))
         if register == jbd.REG_MODEL:
             return jbd_reply(register, self.hardware.encode("ascii", "replace")[:31])
+        return jbd_reply(register, status=jbd.STATUS_ERROR)
+
+    def _write(self, link: SimulatedBleakBackend, register: int, data: bytes) -> bytes:
+        """Factory mode (0x00 with its key, 0x01 to leave) and, inside it, MOSFET control.
+
+        A refused "on" (a protection holds the FET) is acknowledged all the same and leaves the
+        FET off, which the next 0x03 answer shows - as on the real board.
+        """
+        if register == jbd.REG_FACTORY_ENTER and data == jbd.FACTORY_ENTER_KEY:
+            self._factory.add(id(link))
+            return jbd_reply(register)
+        if register == jbd.REG_FACTORY_EXIT and id(link) in self._factory:
+            self._factory.discard(id(link))
+            return jbd_reply(register)
+        if register == jbd.REG_MOSFET_CONTROL and id(link) in self._factory and len(data) == 2:
+            code = data[1]
+            _switch(self.battery, charge=not code & 0x01, discharge=not code & 0x02)
+            return jbd_reply(register)
         return jbd_reply(register, status=jbd.STATUS_ERROR)
 
 
