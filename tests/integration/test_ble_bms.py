@@ -25,6 +25,8 @@ from homeassistant.config_entries import (
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -48,6 +50,8 @@ from custom_components.sma_victron_bridge.devices.ble_bms.runtime import (
 from custom_components.sma_victron_bridge.simulators.ble_bms import (
     BleBatteryState,
     BlePeer,
+    DalyBlePeer,
+    JbdBlePeer,
     JkBlePeer,
     register_peer,
 )
@@ -539,3 +543,109 @@ def test_simulated_table_names_library_families() -> None:
         "jbd_bms",
         "daly_bms",
     }
+
+
+# --- charge/discharge switches ----------------------------------------------------------------
+
+FET_PEERS: dict[str, Callable[[BleBatteryState], BlePeer]] = {
+    "jk": lambda battery: JkBlePeer(battery=battery),
+    "jbd": lambda battery: JbdBlePeer(battery=battery),
+    "daly": lambda battery: DalyBlePeer(battery=battery),
+}
+
+
+def switches(hass: HomeAssistant, entry: MockConfigEntry) -> dict[str, str]:
+    """The entry's switch entities by description key."""
+    registry = er.async_get(hass)
+    return {
+        item.unique_id.rsplit("_", 2)[-2] + "_fet": item.entity_id
+        for item in er.async_entries_for_config_entry(registry, entry.entry_id)
+        if item.domain == "switch"
+    }
+
+
+def fet(peer: BlePeer, which: str) -> bool:
+    """The pack's FET, read afresh (keeps mypy from carrying an earlier assert forward)."""
+    return bool(peer.battery.charge_fet if which == "charge" else peer.battery.discharge_fet)
+
+
+async def switch(hass: HomeAssistant, entity_id: str, on: bool) -> None:
+    service = "turn_on" if on else "turn_off"
+    await hass.services.async_call("switch", service, {"entity_id": entity_id}, blocking=True)
+
+
+@pytest.mark.parametrize("kind", ["jk", "jbd"])
+async def test_fet_switches_are_written_and_read_back(hass: HomeAssistant, kind: str) -> None:
+    address = "C0:DE:B5:00:0F:01" if kind == "jk" else "C0:DE:B5:00:0F:02"
+    bms = SIMULATED_BMSES[kind]
+    peer = FET_PEERS[kind](frozen_pack())
+    heard = radio(hass, peer, address, bms)
+    try:
+        entry = entry_for(address, family=bms.family)
+        runtime = await setup(hass, entry)
+        found = switches(hass, entry)
+        assert sorted(found) == ["charge_fet", "discharge_fet"]
+        charge, discharge = found["charge_fet"], found["discharge_fet"]
+        assert (state(hass, charge), state(hass, discharge)) == ("on", "on")
+
+        # Off: written through the library's connection, read back, shown at once.
+        await switch(hass, charge, False)
+        assert peer.battery.charge_fet is False
+        assert (state(hass, charge), state(hass, discharge)) == ("off", "on")
+        assert runtime.data.reading is not None
+        assert runtime.data.reading.charge_fet is False
+        assert peer.connections == 1
+
+        # A protection the BMS reports: switching on is refused before anything is written.
+        peer.battery.protections.add("cell_overvoltage")
+        peer.battery.problem_code = 0x0001
+        runtime._wake.set()
+        await wait_for(
+            hass, lambda: bool(runtime.data.reading and runtime.data.reading.protections)
+        )
+        writes = len(peer.writes)
+        with pytest.raises(HomeAssistantError) as refused:
+            await switch(hass, charge, True)
+        assert refused.value.translation_key == "fet_refused_fault"
+        assert len(peer.writes) == writes
+
+        # A protection holding the FET that the BMS does not report: the read-back tells.
+        peer.battery.problem_code = 0
+        runtime._wake.set()
+        await wait_for(
+            hass, lambda: bool(runtime.data.reading and not runtime.data.reading.protections)
+        )
+        with pytest.raises(HomeAssistantError) as rejected:
+            await switch(hass, charge, True)
+        assert rejected.value.translation_key == "fet_write_failed"
+        assert peer.battery.charge_fet is False
+
+        # Cleared: on again.
+        peer.battery.protections.clear()
+        await switch(hass, charge, True)
+        assert fet(peer, "charge") is True
+        assert state(hass, charge) == "on"
+        await switch(hass, discharge, False)
+        assert (state(hass, charge), state(hass, discharge)) == ("on", "off")
+        assert peer.battery.discharge_fet is False
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        assert peer.connections == 0
+    finally:
+        heard.close()
+
+
+async def test_a_daly_shows_no_switch(hass: HomeAssistant) -> None:
+    address = "C0:DE:B5:00:0F:03"
+    bms = SIMULATED_BMSES["daly"]
+    peer = FET_PEERS["daly"](frozen_pack())
+    heard = radio(hass, peer, address, bms)
+    try:
+        entry = entry_for(address, family=bms.family)
+        runtime = await setup(hass, entry)
+        assert runtime.data.reading is not None
+        assert runtime.data.reading.charge_fet is True  # reported, but not switchable
+        assert switches(hass, entry) == {}
+        assert hass.states.async_entity_ids("switch") == []
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        heard.close()

@@ -3,8 +3,9 @@
 A Bluetooth BMS gives the library's values as a :class:`BmsReading`, the shape a wired BMS
 gives, so its entities are the Serial BMS kind's own descriptions (cells and their statistics,
 temperatures incl. MOSFET, SOC, current, power, capacity, cycles, balancing, each protection,
-energy in/out, charge limits and what limits them). The library cannot switch FETs, so no
-switches. The signal strength the BMS is heard with helps placing a proxy.
+energy in/out, charge limits and what limits them), and the charge/discharge FET switches
+for the families the link can switch (JK, JBD: ``data.fet_control``); other families show no
+switch. The signal strength the BMS is heard with helps placing a proxy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from homeassistant.const import (
 
 from ...binary_sensor import BridgeBinarySensorEntityDescription
 from ...sensor import BridgeSensorEntityDescription
+from ...switch import BridgeSwitchEntityDescription
 from ..serial_bms import entities as serial
 
 if TYPE_CHECKING:
@@ -109,3 +111,4 @@ BINARY_SENSORS: tuple[BridgeBinarySensorEntityDescription, ...] = (
         exists_fn=_has_extra("heater"),
     ),
 )
+SWITCHES: tuple[BridgeSwitchEntityDescription, ...] = serial.SWITCHES

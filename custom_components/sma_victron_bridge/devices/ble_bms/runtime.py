@@ -19,6 +19,10 @@ Availability: the entities go unavailable when Home Assistant's Bluetooth says t
 out of range (``async_track_unavailable``) or an update fails, and come back with the next
 successful update; a new advertisement wakes the poller at once.
 
+Switches: for JK and JBD the charge and discharge FETs are switches (the Serial BMS kind's),
+written and read back through the link (:meth:`BleBmsLink.set_fets`); switching on is refused
+while the BMS reports a protection. The other families show none.
+
 Simulated BMS: :class:`SimulatedBmsScanner` is registered like an ESPHome proxy's scanner, with
 a ``HaBluetoothConnector`` whose client backend is the simulator's
 :class:`..simulators.ble_bms.SimulatedBleakBackend`. The library's ``BleakClient`` is Home
@@ -42,7 +46,7 @@ from bleak.exc import BleakError
 from homeassistant.components import bluetooth
 from homeassistant.const import Platform
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.exceptions import ConfigEntryNotReady, HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
@@ -60,7 +64,7 @@ from ..charge_settings import settings_from_entry
 from ..registry import async_entry_device
 from ..serial_bms.data import SerialBmsData, record_gap, record_reading
 from ..simulation import sun_time_scale
-from .entities import BINARY_SENSORS, SENSORS
+from .entities import BINARY_SENSORS, SENSORS, SWITCHES
 
 if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice
@@ -214,7 +218,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: BridgeConfigEntry) -> N
 class BleBmsRuntime(DeviceRuntime):
     """One Bluetooth BMS: polling through the library, energy, limits, snapshot, simulation."""
 
-    platforms = (Platform.SENSOR, Platform.BINARY_SENSOR)
+    platforms = (Platform.SENSOR, Platform.BINARY_SENSOR, Platform.SWITCH)
 
     def __init__(self, hass: HomeAssistant, entry: BridgeConfigEntry) -> None:
         """Prepare the runtime; nothing connects until :meth:`async_start`."""
@@ -263,7 +267,11 @@ class BleBmsRuntime(DeviceRuntime):
 
     def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
         """The Serial BMS kind's descriptions, plus the Bluetooth ones."""
-        return {Platform.SENSOR: SENSORS, Platform.BINARY_SENSOR: BINARY_SENSORS}.get(platform, ())
+        return {
+            Platform.SENSOR: SENSORS,
+            Platform.BINARY_SENSOR: BINARY_SENSORS,
+            Platform.SWITCH: SWITCHES,
+        }.get(platform, ())
 
     @property
     def snapshot(self) -> BatterySnapshot | None:
@@ -307,6 +315,7 @@ class BleBmsRuntime(DeviceRuntime):
         self.link = BleBmsLink(
             bms_class, device, keep_connection=self.keep_connection, timeout=UPDATE_TIMEOUT
         )
+        self.data.fet_control = self.link.can_switch_fets
         try:
             async with asyncio.timeout(UPDATE_TIMEOUT):
                 self.data.device = dict(await self.link.device_info())
@@ -352,6 +361,38 @@ class BleBmsRuntime(DeviceRuntime):
         if self._unregister_peer is not None:
             self._unregister_peer()
             self._unregister_peer = None
+
+    async def async_set_fet(self, which: str, on: bool) -> None:
+        """Switch the charge or discharge FET (JK, JBD); refused while the BMS reports a protection.
+
+        The link writes through the library's connection and reads the BMS back; the reading
+        read back is shown at once.
+        """
+        reading = self.data.reading
+        if on and reading is not None and reading.protections:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="fet_refused_fault",
+                translation_placeholders={"faults": ", ".join(sorted(reading.protections))},
+            )
+        if self.link is None:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="fet_write_failed",
+                translation_placeholders={"error": "not connected"},
+            )
+        try:
+            if which == "charge":
+                confirmed = await self.link.set_fets(charge=on)
+            else:
+                confirmed = await self.link.set_fets(discharge=on)
+        except ProtocolError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="fet_write_failed",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        self._apply(confirmed)
 
     async def async_apply_options(self) -> bool:
         """New charge settings and poll interval apply live; holding the link needs a reload."""
