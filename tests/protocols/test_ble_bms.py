@@ -697,18 +697,21 @@ async def test_switch_on_held_by_a_protection_is_rejected(
     family, make, secret = FET_PEERS[kind]
     peer = make()
     link = _fet_link(fet_peers, peer, family, secret=secret)
-    await link.set_fets(charge=False)
-    peer.battery.protections.add("cell_overvoltage")
+    await link.set_fets(charge=False, discharge=False)
+    peer.battery.protections.update({"cell_overvoltage", "cell_undervoltage"})
     with pytest.raises(BleBmsWriteRejected) as caught:
         await link.set_fets(charge=True)
     assert isinstance(caught.value, ProtocolError)
     assert caught.value.reading is not None
     assert caught.value.reading.charge_fet is False
     assert peer.battery.charge_fet is False
+    with pytest.raises(BleBmsWriteRejected, match="discharge=True"):
+        await link.set_fets(discharge=True)
     # Switching off is never refused, and the link stays usable.
-    assert (await link.set_fets(discharge=True)).discharge_fet is True
+    assert (await link.set_fets(charge=False)).charge_fet is False
     peer.battery.protections.clear()
-    assert (await link.set_fets(charge=True)).charge_fet is True
+    reading = await link.set_fets(charge=True, discharge=True)
+    assert (reading.charge_fet, reading.discharge_fet) == (True, True)
     assert peer.connect_count == 1
     await link.close()
 
@@ -767,7 +770,7 @@ async def test_link_dropped_mid_write(kind: str, fet_peers: list[Callable[[], No
     family, make, secret = FET_PEERS[kind]
     peer = make()
     link = _fet_link(fet_peers, peer, family, secret=secret, timeout=3.0)
-    await link.update()
+    await link.set_fets(discharge=True)  # connected, and the JBD switches are known
     peer.drop_after_notifications = 0
     peer.refuse_connections = True
     with pytest.raises(ProtocolError) as caught:
