@@ -375,12 +375,7 @@ class BleBmsRuntime(DeviceRuntime):
                 translation_key="fet_refused_fault",
                 translation_placeholders={"faults": ", ".join(sorted(reading.protections))},
             )
-        if self.link is None:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="fet_write_failed",
-                translation_placeholders={"error": "not connected"},
-            )
+        assert self.link is not None  # switches exist only once the link has read the BMS
         try:
             if which == "charge":
                 confirmed = await self.link.set_fets(charge=on)
