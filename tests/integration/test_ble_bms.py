@@ -381,6 +381,26 @@ async def test_options_apply_live_and_release_reloads(hass: HomeAssistant, jk: R
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
+async def test_reconfigure_while_the_entry_holds_the_connection(
+    hass: HomeAssistant, jk: Radio
+) -> None:
+    """The BMS takes one connection: the running entry lets go of it for the flow's test."""
+    entry = entry_for(cells=8, capacity_ah=100.0)
+    await setup(hass, entry)
+    assert jk.peer.max_connections == 1
+    assert jk.peer.connections == 1  # the entry holds the connection between updates
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
+    )
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data["cells"] == 16
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
 async def test_reconfigure_reads_the_same_bms_again(hass: HomeAssistant, jk: Radio) -> None:
     entry = entry_for(cells=8, capacity_ah=100.0)
     await setup(hass, entry)

@@ -58,7 +58,7 @@ module itself imports only the top level of ``aiobmsble``, which does not import
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import contextlib
 from dataclasses import dataclass, field
 import functools
@@ -833,6 +833,19 @@ class BleBmsLink:
             raise
         except Exception as error:
             _LOGGER.debug("%s: disconnect failed: %s", self.address, error)
+
+    @contextlib.asynccontextmanager
+    async def released(self) -> AsyncIterator[None]:
+        """Keep the BMS free of this link's connection while something else talks to it.
+
+        A BMS takes one Bluetooth connection at a time, so a second reader (a reconfigure flow
+        testing the BMS again while its entry runs) fails against the entry's own connection.
+        Inside, this link is disconnected and its updates wait; the next update connects again.
+        """
+        async with self._lock:
+            if not self._closed:
+                await self._disconnect()
+            yield
 
     def _check_open(self) -> None:
         if self._closed:

@@ -10,12 +10,18 @@ Assistant hears through a connectable adapter or proxy that are not set up yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import Any, Final
 
 from bleak.exc import BleakError
 from homeassistant.components import bluetooth
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.config_entries import (
+    ConfigEntryState,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
 from homeassistant.helpers import selector
 
 from ...const import (
@@ -233,7 +239,14 @@ class BleBmsFlow(ConfigFlow):
                 return self.async_abort(reason="wrong_device")
             else:
                 try:
-                    _device, reading = await async_probe(self.hass, address, family)
+                    # The running entry holds the BMS's one connection: it lets go meanwhile.
+                    link = (
+                        getattr(entry.runtime_data, "link", None)
+                        if entry.state is ConfigEntryState.LOADED
+                        else None
+                    )
+                    async with link.released() if link is not None else contextlib.nullcontext():
+                        _device, reading = await async_probe(self.hass, address, family)
                 except ProtocolError, BleakError, OSError, TimeoutError:
                     errors["base"] = "cannot_connect"
                 else:
