@@ -142,3 +142,23 @@ def test_all_temperatures_combine_both_fields() -> None:
     s = BatterySnapshot(timestamp=0.0, temperature=3.0, temperatures=(-6.0,))
     assert sorted(s.all_temperatures) == [-6.0, 3.0]
     assert BatterySnapshot(timestamp=0.0).all_temperatures == ()
+
+
+def test_a_snapshot_checked_twice_gets_the_same_answer_for_its_cell_count() -> None:
+    # A pack's reading is checked by its controller, then by a bank and a Sunny Island: the
+    # answer is remembered per cell count, never carried over to another one.
+    snapshot = BatterySnapshot(timestamp=1.0, voltage=60.0, cell_voltages=(3.75,) * 16)
+    for _ in range(3):
+        assert snapshot.sanitized(cells=16) is snapshot
+        assert snapshot.sanitized(cells=4).voltage is None
+    assert snapshot.sanitized(cells=16) is snapshot
+
+
+def test_times_in_a_plain_dict_are_checked_every_time() -> None:
+    # A plain dict can change after the snapshot was made: a bad time put in later must still
+    # be caught, so such a snapshot is never taken as known clean.
+    times: dict[str, float] = {"voltage": 0.5}
+    snapshot = BatterySnapshot(timestamp=1.0, voltage=52.0, field_times=times)
+    assert snapshot.sanitized(cells=16) is snapshot
+    times["voltage"] = math.nan
+    assert snapshot.sanitized(cells=16).field_times["voltage"] == -math.inf

@@ -409,6 +409,9 @@ class _Pack:
     discharge_fet: bool | None
     conductance: float | None
     cells: tuple[tuple[int, float], ...]
+    lowest: tuple[int, float] | None
+    """(number, volts) of the pack's lowest plausible cell (the first of equals)."""
+    highest: tuple[int, float] | None
     cell_count: int
     cells_complete: bool
     temperatures: tuple[float, ...]
@@ -448,6 +451,7 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
     temperatures: tuple[float, ...] = ()
     voltage = soc = current = None
     nominal = _in(pack.nominal_capacity, _SMALLEST_CAPACITY, MAX_CAPACITY)
+    raw_cells = () if raw is None else _values(raw.cell_voltages)
     if raw is not None and snapshot is not None:
         if snapshot.cell_voltages is raw.cell_voltages:  # every cell plausible: no search
             cells = tuple(enumerate(raw.cell_voltages, start=1))
@@ -455,18 +459,22 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
             cells = tuple(
                 (index, volts)
                 for index, volts in enumerate(
-                    (plausible_cell_voltage(v) for v in _values(raw.cell_voltages)), start=1
+                    (plausible_cell_voltage(v) for v in raw_cells), start=1
                 )
                 if volts is not None
             )
         temperatures = snapshot.all_temperatures
         voltage = snapshot.voltage
-        if voltage is None and len(cells) == settings.cells == len(raw.cell_voltages):
+        if voltage is None and len(cells) == settings.cells == len(raw_cells):
             voltage = math.fsum(v for _, v in cells)
         soc = snapshot.soc
         current = snapshot.current
         if nominal is None:
             nominal = _in(snapshot.capacity_ah, _SMALLEST_CAPACITY, MAX_CAPACITY)
+    lowest = highest = None
+    if cells:
+        lowest = min(cells, key=_cell_volts)
+        highest = max(cells, key=_cell_volts)
     remaining = None
     if nominal is not None:
         remaining = _in(pack.remaining_capacity, 0.0, MAX_CAPACITY)
@@ -475,7 +483,7 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
         if soc is None and remaining is not None:
             soc = 100.0 * remaining / nominal
     resistance = _in(pack.internal_resistance, 0.0, MAX_RESISTANCE)
-    complete = raw is not None and len(cells) == settings.cells == len(_values(raw.cell_voltages))
+    complete = raw is not None and len(cells) == settings.cells == len(raw_cells)
     return _Pack(
         pack_id=str(pack.pack_id),
         name=str(pack.name),
@@ -497,7 +505,9 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
         discharge_fet=_flag(pack.discharge_fet),
         conductance=None if not resistance else 1.0 / resistance,
         cells=cells,
-        cell_count=0 if raw is None else len(_values(raw.cell_voltages)),
+        lowest=lowest,
+        highest=highest,
+        cell_count=len(raw_cells),
         cells_complete=complete,
         temperatures=temperatures,
     )
@@ -659,29 +669,42 @@ def _disagreeing(online: Sequence[_Pack], threshold: float) -> tuple[str, ...]:
 def _extreme_cells(
     packs: Iterable[_Pack],
 ) -> tuple[CellLocation | None, CellLocation | None]:
-    low: CellLocation | None = None
-    high: CellLocation | None = None
+    low: tuple[int, float, _Pack] | None = None
+    high: tuple[int, float, _Pack] | None = None
     for p in packs:
-        for index, volts in p.cells:
-            if low is None or volts < low.voltage:
-                low = CellLocation(p.pack_id, p.name, index, volts)
-            if high is None or volts > high.voltage:
-                high = CellLocation(p.pack_id, p.name, index, volts)
-    return low, high
+        # The first of equal cells wins, within a pack and across packs.
+        if p.lowest is not None and (low is None or p.lowest[1] < low[1]):
+            low = (*p.lowest, p)
+        if p.highest is not None and (high is None or p.highest[1] > high[1]):
+            high = (*p.highest, p)
+    return (
+        None if low is None else CellLocation(low[2].pack_id, low[2].name, low[0], low[1]),
+        None if high is None else CellLocation(high[2].pack_id, high[2].name, high[0], high[1]),
+    )
+
+
+def _cell_volts(cell: tuple[int, float]) -> float:
+    return cell[1]
 
 
 def _extreme_temperatures(
     packs: Iterable[_Pack],
 ) -> tuple[TemperatureLocation | None, TemperatureLocation | None]:
-    cold: TemperatureLocation | None = None
-    hot: TemperatureLocation | None = None
+    cold: tuple[float, _Pack] | None = None
+    hot: tuple[float, _Pack] | None = None
     for p in packs:
-        for value in p.temperatures:
-            if cold is None or value < cold.temperature:
-                cold = TemperatureLocation(p.pack_id, p.name, value)
-            if hot is None or value > hot.temperature:
-                hot = TemperatureLocation(p.pack_id, p.name, value)
-    return cold, hot
+        if not p.temperatures:
+            continue
+        pack_cold = min(p.temperatures)
+        pack_hot = max(p.temperatures)
+        if cold is None or pack_cold < cold[0]:
+            cold = (pack_cold, p)
+        if hot is None or pack_hot > hot[0]:
+            hot = (pack_hot, p)
+    return (
+        None if cold is None else TemperatureLocation(cold[1].pack_id, cold[1].name, cold[0]),
+        None if hot is None else TemperatureLocation(hot[1].pack_id, hot[1].name, hot[0]),
+    )
 
 
 def _current(
@@ -760,8 +783,8 @@ def _bank_snapshot(
     charging = [p for p in online if p.conducts(True)]
     discharging = [p for p in online if p.conducts(False)]
     taking = [p for p in online if p.conducts(True) or p.conducts(False)]
-    low = min((v for p in discharging for _, v in p.cells), default=None)
-    high = max((v for p in charging for _, v in p.cells), default=None)
+    low = min((p.lowest[1] for p in discharging if p.lowest is not None), default=None)
+    high = max((p.highest[1] for p in charging if p.highest is not None), default=None)
     stale = [p for p in packs if not p.online]
     complete = (
         not stale

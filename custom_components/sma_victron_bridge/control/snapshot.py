@@ -188,6 +188,9 @@ class BatterySnapshot:
         number becomes NaN, which every consumer treats as "no reading". A snapshot that is
         already clean comes back as itself (no copy: this runs for every reading). Never raises.
         """
+        known = _KNOWN_CLEAN.get(id(self))
+        if known is not None and known[0] is self and known[1] == cells:
+            return self
         pack_limit = max(1, cells if isinstance(cells, int) else 1) * MAX_PACK_VOLTAGE_PER_CELL
         voltage = _number(self.voltage)
         if voltage is not None and not 0.0 < voltage <= pack_limit:
@@ -220,6 +223,7 @@ class BatterySnapshot:
             and temperatures is self.temperatures
             and field_times is self.field_times
         ):
+            _remember_clean(self, cells)
             return self
         return BatterySnapshot(
             timestamp=timestamp,
@@ -235,6 +239,25 @@ class BatterySnapshot:
             temperatures=temperatures,
             field_times=field_times,
         )
+
+
+_KNOWN_CLEAN: dict[int, tuple[BatterySnapshot, object]] = {}
+"""Snapshots found clean lately, by identity, with the cell count they were checked for.
+
+A pack's reading is checked by its own charge controller, then again by each consumer (a bank,
+a Sunny Island) within the same second; a snapshot cannot change, so the first answer holds.
+Each entry keeps its snapshot alive, so an ``id`` is never reused while it is remembered.
+"""
+_KNOWN_CLEAN_SIZE: Final = 64
+
+
+def _remember_clean(snapshot: BatterySnapshot, cells: object) -> None:
+    """Remember that ``snapshot`` is clean for ``cells``, if nothing in it can change later."""
+    if type(snapshot.field_times) is dict:
+        return  # a plain dict could still be changed by whoever holds it
+    if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_SIZE:
+        del _KNOWN_CLEAN[next(iter(_KNOWN_CLEAN))]
+    _KNOWN_CLEAN[id(snapshot)] = (snapshot, cells)
 
 
 def _same(original: object, clean: tuple[float, ...]) -> tuple[float, ...]:
