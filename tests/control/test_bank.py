@@ -786,6 +786,42 @@ def test_property_soc_within_the_packs_range(
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
+@given(banks(), st.data())
+def test_property_extreme_cells_name_the_first_pack_and_cell_that_hold_them(
+    packs: list[PackState], data: st.DataObject
+) -> None:
+    # Some packs get a few unreadable cells (dropped, the others keep their numbers) and
+    # repeated values (the first of equals is the one named).
+    for index, p in enumerate(packs):
+        assert p.snapshot is not None
+        cells = list(p.snapshot.cell_voltages)
+        for cell in data.draw(st.lists(st.integers(0, 15), max_size=3)):
+            cells[cell] = data.draw(st.sampled_from((math.nan, 0.0, cells[0], cells[-1])))
+        packs[index] = replace(p, snapshot=replace(p.snapshot, cell_voltages=tuple(cells)))
+    state = combine(packs, DEFAULT, NOW)
+    online = {v.pack_id for v in state.packs if v.status is PackStatus.ONLINE}
+    located = [
+        (volts, order, number, p.pack_id)
+        for order, p in enumerate(packs)
+        if p.pack_id in online and p.snapshot is not None
+        for number, volts in enumerate(p.snapshot.cell_voltages, start=1)
+        if 0.5 <= volts <= 5.0
+    ]
+    if not located:
+        assert state.lowest_cell is None
+        assert state.highest_cell is None
+        return
+    low = min(located, key=lambda c: (c[0], c[1], c[2]))
+    high = min(located, key=lambda c: (-c[0], c[1], c[2]))
+    assert state.lowest_cell is not None
+    assert state.highest_cell is not None
+    assert (state.lowest_cell.voltage, state.lowest_cell.cell) == (low[0], low[2])
+    assert state.lowest_cell.pack_id == low[3]
+    assert (state.highest_cell.voltage, state.highest_cell.cell) == (high[0], high[2])
+    assert state.highest_cell.pack_id == high[3]
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
 @given(banks(dirty=True))
 def test_property_a_stale_pack_means_no_charge(packs: list[PackState]) -> None:
     state = combine(packs, DEFAULT, NOW)

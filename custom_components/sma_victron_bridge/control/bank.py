@@ -452,9 +452,14 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
     voltage = soc = current = None
     nominal = _in(pack.nominal_capacity, _SMALLEST_CAPACITY, MAX_CAPACITY)
     raw_cells = () if raw is None else _values(raw.cell_voltages)
+    lowest = highest = None
     if raw is not None and snapshot is not None:
         if snapshot.cell_voltages is raw.cell_voltages:  # every cell plausible: no search
-            cells = tuple(enumerate(raw.cell_voltages, start=1))
+            values = raw.cell_voltages
+            cells = tuple(enumerate(values, start=1))
+            if values:  # first of equals, found at C speed
+                low, high = min(values), max(values)
+                lowest, highest = (values.index(low) + 1, low), (values.index(high) + 1, high)
         else:
             cells = tuple(
                 (index, volts)
@@ -463,6 +468,8 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
                 )
                 if volts is not None
             )
+            if cells:
+                lowest, highest = min(cells, key=_cell_volts), max(cells, key=_cell_volts)
         temperatures = snapshot.all_temperatures
         voltage = snapshot.voltage
         if voltage is None and len(cells) == settings.cells == len(raw_cells):
@@ -471,10 +478,6 @@ def _clean(pack: PackState, settings: BankSettings, now: float | None) -> _Pack:
         current = snapshot.current
         if nominal is None:
             nominal = _in(snapshot.capacity_ah, _SMALLEST_CAPACITY, MAX_CAPACITY)
-    lowest = highest = None
-    if cells:
-        lowest = min(cells, key=_cell_volts)
-        highest = max(cells, key=_cell_volts)
     remaining = None
     if nominal is not None:
         remaining = _in(pack.remaining_capacity, 0.0, MAX_CAPACITY)
