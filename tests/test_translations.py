@@ -62,6 +62,26 @@ def test_other_platforms_are_translated() -> None:
         )
 
 
+def test_every_entity_without_a_device_class_icon_has_its_own() -> None:
+    """Home Assistant picks an icon from the device class; without one (or for an enum) the
+    entity would show the generic one, so icons.json names one (with on/off states where the
+    meaning flips)."""
+    for platform, descriptions in (
+        ("sensor", SENSORS),
+        ("binary_sensor", BINARY_SENSORS),
+        ("number", NUMBERS),
+        ("select", SELECTS),
+        ("switch", SWITCHES),
+        ("button", BUTTONS),
+    ):
+        icons = ICONS["entity"].get(platform, {})
+        for description in descriptions:
+            device_class = getattr(description, "device_class", None)
+            if device_class is None or device_class == SensorDeviceClass.ENUM:
+                assert str(description.translation_key) in icons, (platform, description.key)
+                assert icons[str(description.translation_key)]["default"].startswith("mdi:")
+
+
 def test_no_translation_or_icon_for_entities_that_do_not_exist() -> None:
     every = (*SENSORS, *BINARY_SENSORS, *NUMBERS, *SELECTS, *SWITCHES, *BUTTONS)
     keys = {str(d.translation_key) for d in every}
