@@ -22,7 +22,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -181,6 +181,8 @@ def settled(
 
 async def test_bank_values_and_limits(hass: HomeAssistant, packs: list[Pack]) -> None:
     bank = await make_bank(hass, packs)
+    [device] = dr.async_entries_for_config_entry(dr.async_get(hass), bank.entry_id)
+    assert device.model == "Battery bank, 16S LiFePO4"
     await wait_for(hass, lambda: state_value(hass, f"{BANK}_packs_online") == "3", timeout=10)
     # SOC weighted by capacity: (100·40 + 200·60 + 280·80) / 580.
     expected_soc = (100 * 40 + 200 * 60 + 280 * 80) / 580

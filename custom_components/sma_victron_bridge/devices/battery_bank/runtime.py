@@ -37,6 +37,7 @@ from homeassistant.helpers.event import async_track_time_interval
 from ...const import DOMAIN
 from ...control.bank import BankSettings, BankState, PackState, combine
 from ...control.charge import ChargeController, ChargeDecision
+from ...control.chemistry import CHEMISTRIES
 from ...control.energy import EnergyIntegrator
 from ...control.snapshot import BatterySnapshot
 from ...runtime import BridgeConfigEntry
@@ -181,9 +182,14 @@ class BatteryBankRuntime(DeviceRuntime):
         return DeviceInfo(
             identifiers={(DOMAIN, self.entry.unique_id or self.entry.entry_id)},
             manufacturer=MANUFACTURER,
-            model=f"Battery bank ({self.settings.cells}s {bank_chemistry(self.entry)})",
+            model=f"Battery bank, {self.settings.cells}S {self._chemistry_name()}",
             name=self.entry.title,
         )
+
+    def _chemistry_name(self) -> str:
+        key = bank_chemistry(self.entry)
+        chemistry = CHEMISTRIES.get(key)
+        return key if chemistry is None else chemistry.name
 
     def descriptions(self, platform: Platform) -> Sequence[EntityDescription]:
         """The bank's values (its problems are :class:`BankProblemsRuntime`'s)."""
