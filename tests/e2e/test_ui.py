@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.timeout(150)]
 VALUE_TIMEOUT_MS = 20_000  # live values: the simulators send every second
 SETTLE_MS = 1_500  # entity icons, the activity card and charts render after the values
 SIMULATED_MENU_ENTRY = "Simulated device (try without hardware)"
+BANK_MENU_ENTRY = "Battery bank (several packs, each with its own BMS, as one battery)"
 SIMULATED_MPPT_OPTION = "Victron SmartSolar MPPT 75|15 solar charger (VE.Direct)"
 # The Sunny Boy's imported history, named after its entry ("Simulated SB 3000TL-21 <serial>").
 SUNNY_BOY_HISTORY = r"(Simulated )?SB 3000TL-21 \d+ yield"
@@ -285,3 +286,40 @@ def test_shipped_dashboard_shows_the_system(
         series = re.compile(rf"^{re.escape(name)}( \(\w+\))?$")
         expect(card.get_by_role("button", name=series)).to_be_visible(timeout=VALUE_TIMEOUT_MS)
     take_screenshot(page, screenshots / "dashboard.png")
+
+
+def test_add_a_battery_bank_through_the_ui(
+    page: Page, demo_site: DemoSite, screenshots: Path
+) -> None:
+    """Add device → Battery bank: the demo's JBD and JK packs become one battery with a page."""
+    log_in(page, demo_site)
+    open_devices_and_services(page)
+    page.get_by_role("button", name="Add integration").click()
+    page.get_by_placeholder("Search for a brand name").fill("SMA Victron Bridge")
+    page.get_by_role("button", name="SMA Victron Bridge", exact=True).click()
+
+    flow = page.locator("dialog-data-entry-flow")
+    flow.get_by_text(BANK_MENU_ENTRY, exact=True).click()
+    expect(flow_title(page)).to_have_text("Battery bank")
+    # The packs are a list of checkboxes, one per battery entry (entry titles).
+    packs = flow.locator("ha-checkbox")
+    jbd = packs.filter(has_text=re.compile(r"^\s*Simulated JBD"))
+    jk = packs.filter(has_text=re.compile(r"^\s*Simulated JK"))
+    jbd.click()
+    page.get_by_role("button", name="Submit").click()
+    expect(flow.get_by_text("Pick at least two packs.")).to_be_visible()
+    jk.click()
+    take_screenshot(page, screenshots / "battery-bank-setup.png")
+    page.get_by_role("button", name="Submit").click()
+
+    expect(flow_title(page)).to_have_text("Name and assign")
+    expect(flow.get_by_text("Battery bank, 16S LiFePO4", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Skip and finish").click()
+    expect(flow_title(page)).to_be_hidden()
+
+    open_device(page, "Battery bank")
+    expect_value(entity_row(page, "Packs online"), "2")
+    expect_value(entity_row(page, "State of charge"), rf"{NUMBER}\s?%")
+    expect_value(entity_row(page, "Lowest cell voltage"), rf"{NUMBER}\s?V")
+    expect_value(entity_row(page, "Charge current limit"), rf"{NUMBER}\s?A")
+    take_screenshot(page, screenshots / "battery-bank.png")
