@@ -252,9 +252,13 @@ _KNOWN_CLEAN_SIZE: Final = 64
 
 
 def _remember_clean(snapshot: BatterySnapshot, cells: object) -> None:
-    """Remember that ``snapshot`` is clean for ``cells``, if nothing in it can change later."""
-    if type(snapshot.field_times) is dict:
-        return  # a plain dict could still be changed by whoever holds it
+    """Remember that ``snapshot`` is clean for ``cells``, if nothing in it can change later.
+
+    Its other fields are immutable once clean (floats, tuples, a frozenset); field times are
+    only trusted when there are none: a mapping of them could still be changed by its owner.
+    """
+    if snapshot.field_times is not _NO_TIMES:
+        return
     if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_SIZE:
         del _KNOWN_CLEAN[next(iter(_KNOWN_CLEAN))]
     _KNOWN_CLEAN[id(snapshot)] = (snapshot, cells)
