@@ -30,6 +30,7 @@ import time
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
+from bench.pty_simulator import simulator_on_pty  # noqa: E402
 from custom_components.sma_victron_bridge.protocols import jk_serial  # noqa: E402
 from custom_components.sma_victron_bridge.protocols.bms_client import (  # noqa: E402
     BmsProtocol,
@@ -100,40 +101,25 @@ async def run() -> None:
     request = jk_serial.encode_read_all_request()
     with tempfile.TemporaryDirectory(prefix="bench-jk-") as folder:
         path = str(Path(folder) / "ttyJK")
-        simulator = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            SIMULATOR,
-            path,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=str(ROOT),
-        )
-        assert simulator.stdout is not None
-        assert simulator.stdin is not None
-        ready = await asyncio.wait_for(simulator.stdout.readline(), 30)
-        if ready.strip() != b"READY":
-            raise RuntimeError(f"simulator did not start: {ready!r}")
-        client = SerialBmsClient(path, BmsProtocol.JK, request_timeout=REQUEST_TIMEOUT)
-        try:
-            reading = await client.read()  # opens the port
-            cycles: list[float] = []
-            cpu: list[float] = []
-            wire: list[int] = []
-            while len(cycles) < CYCLES and time.perf_counter() - started < TIME_LIMIT:
-                sent, received = client.bytes_sent, client.bytes_received
-                cpu_start = time.process_time()
-                wall_start = time.perf_counter()
-                reading = await client.read()
-                cycles.append(time.perf_counter() - wall_start)
-                cpu.append(time.process_time() - cpu_start)
-                wire.append(client.bytes_sent - sent + client.bytes_received - received)
-        finally:
-            await client.close()
-        # One more exchange outside the client, only to measure the reply's size.
-        reply_frames = await _one_reply(path, request)
-        simulator.stdin.close()
-        await simulator.wait()
+        async with simulator_on_pty(SIMULATOR, path):
+            client = SerialBmsClient(path, BmsProtocol.JK, request_timeout=REQUEST_TIMEOUT)
+            try:
+                reading = await client.read()  # opens the port
+                cycles: list[float] = []
+                cpu: list[float] = []
+                wire: list[int] = []
+                while len(cycles) < CYCLES and time.perf_counter() - started < TIME_LIMIT:
+                    sent, received = client.bytes_sent, client.bytes_received
+                    cpu_start = time.process_time()
+                    wall_start = time.perf_counter()
+                    reading = await client.read()
+                    cycles.append(time.perf_counter() - wall_start)
+                    cpu.append(time.process_time() - cpu_start)
+                    wire.append(client.bytes_sent - sent + client.bytes_received - received)
+            finally:
+                await client.close()
+            # One more exchange outside the client, only to measure the reply's size.
+            reply_frames = await _one_reply(path, request)
 
     assert len(reading.cell_voltages) == 16
     assert reading.current == -35.2
