@@ -7,22 +7,21 @@ every other HEX frame (async ``:A`` messages, stray replies) to ``on_hex``.
 
 USB cables come and go, so :meth:`VeDirectClient.run` never gives up: it reopens the port
 with exponential backoff after an error, an end of file, or when nothing valid arrived for
-``silence_timeout`` seconds. The serial port is opened through ``serial_asyncio_fast``,
-which does the blocking open in an executor and reads without threads.
+``silence_timeout`` seconds. The serial port is opened as every serial client here opens
+it (:func:`.serial_link.open_serial`: the blocking open in an executor, reads without threads).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 import contextlib
 from dataclasses import dataclass
 import logging
 from typing import Final
 
-import serial_asyncio_fast
-
 from . import ProtocolError
+from .serial_link import OpenConnection, open_serial
 from .vedirect import HexCommand, HexMessage, HexResponse, TextParser, decode_hex, encode_hex
 
 __all__ = [
@@ -40,9 +39,6 @@ _LOGGER = logging.getLogger(__name__)
 READ_SIZE: Final = 4096
 _REQUEST_FAILURES: Final = frozenset({HexResponse.ERROR, HexResponse.UNKNOWN})
 CLOSE_TIMEOUT: Final = 2.0
-
-OpenConnection = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-"""Opens ``port`` at ``baudrate`` and returns a stream pair (the test and simulator seam)."""
 
 
 class VeDirectNotConnected(ProtocolError):  # noqa: N818 - public name
@@ -64,19 +60,6 @@ class VeDirectHexError(ProtocolError):
 
 class VeDirectUnknownCommandError(ProtocolError):
     """The device answered "unknown command" (response 3)."""
-
-
-async def open_serial(
-    port: str, baudrate: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open ``port`` 8N1 without flow control; the blocking open runs in an executor.
-
-    ``exclusive`` keeps a second reader (another entry, a console) from stealing bytes.
-    """
-    reader, writer = await serial_asyncio_fast.open_serial_connection(
-        url=port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1, exclusive=True
-    )
-    return reader, writer
 
 
 @dataclass(slots=True)
