@@ -347,6 +347,47 @@ async def test_packs_removed_and_added_in_the_options(
     await wait_for(hass, lambda: settled(hass, packs), timeout=15)
 
 
+async def test_a_pack_whose_entry_is_deleted(hass: HomeAssistant, packs: list[Pack]) -> None:
+    """Charging stops and the repair names the pack as it was; saving the options drops it."""
+    bank = await make_bank(hass, packs)
+    # The repair waits for stale_after after the bank's start (its packs may still be starting).
+    hass.config_entries.async_update_entry(bank, options={**bank.options, "stale_after": 5.0})
+    await hass.async_block_till_done()
+    await wait_for(hass, lambda: state_value(hass, f"{BANK}_packs_online") == "3", timeout=10)
+    await wait_for(hass, lambda: float_state(hass, f"{BANK}_charge_current_limit") > 1, timeout=15)
+    assert await hass.config_entries.async_remove(packs[2].entry.entry_id)
+    await hass.async_block_till_done()
+    issues = ir.async_get(hass)
+    issue_id = stale_pack_issue_id(bank.entry_id)
+    await wait_for(hass, lambda: issues.async_get_issue(DOMAIN, issue_id) is not None, timeout=8)
+    issue = issues.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["packs"] == "Pack C"  # not its entry id
+    assert float_state(hass, f"{BANK}_charge_current_limit") == 0.0
+    assert state_value(hass, f"{BANK}_charge_limited_by_pack") == "Pack C"
+
+    # The options form no longer offers or presets the deleted pack, so what it shows can be
+    # saved as it is (a preset the picker does not offer would be refused by the picker).
+    form = await hass.config_entries.options.async_init(bank.entry_id)
+    schema = form["data_schema"]
+    assert schema is not None
+    defaults = {str(key): key.default() for key in schema.schema if callable(key.default)}
+    remaining = [p.entry.entry_id for p in packs[:2]]
+    assert defaults["packs"] == remaining
+    picker = next(value for key, value in schema.schema.items() if str(key) == "packs")
+    assert [o["value"] for o in picker.config["options"]] == remaining
+    assert defaults["stale_after"] == 5.0
+    defaults["share_tolerance"] = 10  # the form shows percent, the entry keeps a fraction
+    saved = await hass.config_entries.options.async_configure(form["flow_id"], defaults)
+    assert saved["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert bank.options["packs"] == remaining
+    await wait_for(hass, lambda: issues.async_get_issue(DOMAIN, issue_id) is None, timeout=5)
+    await wait_for(hass, lambda: float_state(hass, f"{BANK}_charge_current_limit") > 1, timeout=15)
+    assert state_value(hass, f"{BANK}_packs_online") == "2"
+
+
 async def test_reconfigure_and_sunny_island_cell_count(
     hass: HomeAssistant, packs: list[Pack]
 ) -> None:

@@ -147,7 +147,16 @@ def sunny_islands_of(hass: HomeAssistant, bank_id: str) -> list[Any]:
 
 
 def _packs_schema(hass: HomeAssistant, packs: list[str], shunt: str | None) -> dict[Any, Any]:
+    """The packs and shunt pickers, preset to ``packs`` and ``shunt``.
+
+    A pack or shunt whose entry was deleted is not offered, so it is not preset either (the
+    picker would refuse its own default): saving the form takes it out of the bank.
+    """
     pack_options, shunt_options = _candidates(hass)
+    offered = {option["value"] for option in (*pack_options, *shunt_options)}
+    packs = [pack for pack in packs if pack in offered]
+    if shunt not in offered:
+        shunt = None
     return {
         vol.Required(CONF_PACKS, default=packs): selector.SelectSelector(
             selector.SelectSelectorConfig(

@@ -160,6 +160,8 @@ class BatteryBankRuntime(DeviceRuntime):
         self._refresh_handle: Any = None
         self._started_at = time.monotonic()
         self._issue_packs: tuple[str, ...] = ()
+        self._names: dict[str, str] = {}
+        """Pack (and shunt) id → its name when last looked up: a deleted entry keeps its name."""
         self._stopped = False
         self.problems = BankProblemsRuntime(self)
 
@@ -250,8 +252,11 @@ class BatteryBankRuntime(DeviceRuntime):
         entry_id, _, member = source_id.partition(MEMBER_SEPARATOR)
         entry = self.hass.config_entries.async_get_entry(entry_id)
         if entry is None or entry.domain != DOMAIN:
-            return (member_title(entry_id, member) if member else entry_id), None
+            # A deleted entry: named as it was last seen (its id only if never seen running).
+            known = self._names.get(source_id)
+            return known or (member_title(entry_id, member) if member else entry_id), None
         name = member_title(entry.title, member) if member else entry.title
+        self._names[source_id] = name
         if entry.state is not ConfigEntryState.LOADED:
             return name, None
         runtime: DeviceRuntime = entry.runtime_data
