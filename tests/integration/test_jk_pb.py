@@ -497,6 +497,33 @@ async def test_forwarding_picker_lists_the_packs(
     assert f"{bus.entry_id}:1" not in offered
 
 
+async def test_forwarding_picker_drops_a_deleted_source(
+    hass: HomeAssistant, bus_sim: JkPbBusSimulator
+) -> None:
+    bus = bus_entry(bus_sim, addresses=[2])
+    bus.add_to_hass(hass)
+    mppt = MockConfigEntry(
+        domain=DOMAIN,
+        title="MPPT",
+        data={"device": "vedirect", "port": "/dev/null", "family": "mppt"},
+        options={"forward_source": f"{bus.entry_id}:2", "stale_after": 30.0},
+    )
+    mppt.add_to_hass(hass)
+
+    async def preset() -> object:
+        result = await hass.config_entries.options.async_init(mppt.entry_id)
+        schema = result["data_schema"]
+        assert schema is not None
+        source = next(key for key in schema.schema if str(key) == "forward_source")
+        hass.config_entries.options.async_abort(result["flow_id"])
+        return source.default()
+
+    assert await preset() == f"{bus.entry_id}:2"
+    assert await hass.config_entries.async_remove(bus.entry_id)
+    # Not offered any more, so not preset (the picker would refuse its own preset): "Off".
+    assert await preset() == "none"
+
+
 async def test_simulated_bus_from_the_simulated_menu(hass: HomeAssistant) -> None:
     result = await start_simulated(hass, "serial_bms_jk_pb")
     assert result["type"] is FlowResultType.CREATE_ENTRY

@@ -272,11 +272,14 @@ class VeDirectOptionsFlow(OptionsFlow):
             *bank_source_options(self.hass),
             selector.SelectOptionDict(value=FORWARD_ENTITIES, label="Home Assistant sensors"),
         ]
+        chosen = current.get(CONF_FORWARD_SOURCE, FORWARD_NONE)
+        if chosen not in {source["value"] for source in sources}:
+            chosen = FORWARD_NONE  # its entry was deleted: the picker would refuse it as preset
         schema = vol.Schema(
             {
-                vol.Required(
-                    CONF_FORWARD_SOURCE, default=current.get(CONF_FORWARD_SOURCE, FORWARD_NONE)
-                ): selector.SelectSelector(selector.SelectSelectorConfig(options=sources)),
+                vol.Required(CONF_FORWARD_SOURCE, default=chosen): selector.SelectSelector(
+                    selector.SelectSelectorConfig(options=sources)
+                ),
                 vol.Required(
                     CONF_STALE_AFTER, default=current.get(CONF_STALE_AFTER, DEFAULT_STALE_AFTER)
                 ): selector.NumberSelector(
