@@ -162,3 +162,13 @@ def test_times_in_a_plain_dict_are_checked_every_time() -> None:
     assert snapshot.sanitized(cells=16) is snapshot
     times["voltage"] = math.nan
     assert snapshot.sanitized(cells=16).field_times["voltage"] == -math.inf
+
+
+def test_many_snapshots_keep_the_memory_bounded() -> None:
+    from custom_components.sma_victron_bridge.control import snapshot as module
+
+    snapshots = [BatterySnapshot(timestamp=float(n), voltage=52.0) for n in range(500)]
+    for item in snapshots:
+        assert item.sanitized(cells=16) is item
+    assert len(module._KNOWN_CLEAN) <= module._KNOWN_CLEAN_SIZE
+    assert snapshots[-1].sanitized(cells=16) is snapshots[-1]

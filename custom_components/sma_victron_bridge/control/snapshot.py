@@ -259,8 +259,8 @@ def _remember_clean(snapshot: BatterySnapshot, cells: object) -> None:
     """
     if snapshot.field_times is not _NO_TIMES:
         return
-    if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_SIZE:
-        del _KNOWN_CLEAN[next(iter(_KNOWN_CLEAN))]
+    if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_SIZE:  # forget the oldest; never raises
+        _KNOWN_CLEAN.pop(next(iter(_KNOWN_CLEAN), 0), None)
     _KNOWN_CLEAN[id(snapshot)] = (snapshot, cells)
 
 
