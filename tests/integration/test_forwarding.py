@@ -16,6 +16,7 @@ from custom_components.sma_victron_bridge.const import (
     CONF_STALE_AFTER,
     DOMAIN,
 )
+from custom_components.sma_victron_bridge.control.forwarding import ForwardState
 from custom_components.sma_victron_bridge.devices.vedirect.forward import stale_issue_id
 from custom_components.sma_victron_bridge.simulators.vedirect import VeDirectSimulator
 
@@ -139,6 +140,34 @@ async def test_forwarding_pauses_while_charger_unplugged(
     before = len(writes_of(mppt_sim, SENSE_V))
     await mppt_sim.replug()
     await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) > before, timeout=10)
+    assert await hass.config_entries.async_unload(mppt.entry_id)
+    assert await hass.config_entries.async_unload(bmv.entry_id)
+
+
+async def test_a_forwarding_status_change_does_not_revive_an_unplugged_charger(
+    hass: HomeAssistant, mppt_sim: VeDirectSimulator, bmv_sim: VeDirectSimulator
+) -> None:
+    """The forwarding status is the integration's own: it changes while the MPPT is unplugged
+    (its source goes stale too here), and that must not make the MPPT's entities available."""
+    bmv = vedirect_entry(bmv_sim, "battery_monitor")
+    await setup_entry(hass, bmv)
+    await wait_for(hass, lambda: bmv.runtime_data.snapshot is not None)
+    mppt = vedirect_entry(
+        mppt_sim, "mppt", {CONF_FORWARD_SOURCE: bmv.entry_id, CONF_STALE_AFTER: 3.0}
+    )
+    await setup_entry(hass, mppt)
+    await wait_for(hass, lambda: len(writes_of(mppt_sim, SENSE_V)) >= 1, timeout=5)
+    await mppt_sim.unplug()
+    await wait_for(hass, lambda: state_value(hass, f"{MPPT}_battery_voltage") == STATE_UNAVAILABLE)
+    await bmv_sim.unplug()
+    forward = mppt.runtime_data.data.forward
+    await wait_for(hass, lambda: forward.state is ForwardState.STALE, timeout=10)
+    await asyncio.sleep(0.2)
+    await hass.async_block_till_done()
+    assert state_value(hass, f"{MPPT}_battery_voltage") == STATE_UNAVAILABLE
+    assert state_value(hass, f"{MPPT}_battery_sense") == STATE_UNAVAILABLE
+    await mppt_sim.replug()
+    await wait_for(hass, lambda: state_value(hass, f"{MPPT}_battery_sense") == "stale", timeout=10)
     assert await hass.config_entries.async_unload(mppt.entry_id)
     assert await hass.config_entries.async_unload(bmv.entry_id)
 

@@ -61,6 +61,16 @@ class PushCoordinator[DataT](DataUpdateCoordinator[DataT]):
         self.async_update_listeners()
 
     @callback
+    def async_show_own_change(self) -> None:
+        """Show a change the runtime made itself (a status of its own, not a device reading).
+
+        The entities refresh from the same data object; the link state stays what the device
+        last told: a status that changes while the device is unplugged must not make its
+        entities available again.
+        """
+        self.async_update_listeners()
+
+    @callback
     def async_set_updated_data(self, data: DataT) -> None:
         """Publish new data; data only arrives over a working link."""
         if not self._link_up:

@@ -501,7 +501,7 @@ class VeDirectRuntime(DeviceRuntime):
             source=source,
             stale_after=float(self.entry.options.get(CONF_STALE_AFTER, DEFAULT_STALE_AFTER)),
             write=self._async_write_sense,
-            on_change=lambda: self._coordinator.async_set_updated_data(self.data),
+            on_change=self._coordinator.async_show_own_change,
         )
         self.data.forward = self._forwarder.status
         self._forwarder.async_start()
