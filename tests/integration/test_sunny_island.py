@@ -16,6 +16,7 @@ from typing import Any
 
 import can
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
@@ -392,6 +393,47 @@ async def test_flow_over_slcan_with_entity_source(hass: HomeAssistant) -> None:
         await hass.async_block_till_done()
         assert entry.state is ConfigEntryState.LOADED
         await wait_for(hass, lambda: sim.accepted["soc"] == 55.0, timeout=10)
+        assert await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        await sim.stop()
+        si_bus.shutdown()
+        await adapter.stop()
+
+
+async def test_a_lost_can_adapter_makes_the_entities_unavailable_until_it_is_back(
+    hass: HomeAssistant,
+) -> None:
+    """The SI's entities follow the CAN link: the BMS tick that goes on meanwhile (it must, to
+    reach the frames as soon as the adapter is back) does not make them available again."""
+    hass.states.async_set("sensor.house_battery_soc", "55", {"unit_of_measurement": "%"})
+    channel = "sma-victron-slcan-unplug"
+    adapter = SlcanAdapter(channel)
+    await adapter.start()
+    si_bus = can.Bus(interface="virtual", channel=channel)
+    sim = SunnyIslandSimulator(si_bus)
+    await sim.start()
+    entry = si_entry(
+        "entities",
+        can_interface="slcan",
+        can_channel=adapter.port,
+        simulated=False,
+        source_soc_entity="sensor.house_battery_soc",
+    )
+    try:
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        await wait_for(hass, lambda: sim.accepted.get("soc") == 55.0, timeout=10)
+        limit = f"{SI}_charge_voltage_limit"
+        await wait_for(hass, lambda: state_value(hass, limit) not in (None, STATE_UNAVAILABLE))
+        await adapter.unplug()
+        await wait_for(hass, lambda: state_value(hass, limit) == STATE_UNAVAILABLE, timeout=10)
+        for _ in range(3):  # three BMS ticks while the adapter is gone
+            await asyncio.sleep(1.0)
+            await hass.async_block_till_done()
+            assert state_value(hass, limit) == STATE_UNAVAILABLE
+        await adapter.replug()
+        await wait_for(hass, lambda: state_value(hass, limit) != STATE_UNAVAILABLE, timeout=20)
         assert await hass.config_entries.async_unload(entry.entry_id)
     finally:
         await sim.stop()

@@ -345,6 +345,9 @@ class SunnyIslandRuntime(DeviceRuntime):
                 translation_key="can_open_failed",
                 translation_placeholders={"channel": config.channel, "error": str(err)},
             ) from err
+        # The link is up once open; from here only the link says when it fails and returns
+        # (the tick's own updates never claim the adapter works: see async_show_own_change).
+        self._coordinator.async_set_link(True)
         self._unsubs.append(
             async_track_time_interval(self.hass, self._async_tick, TICK, name="sunny island bms")
         )
@@ -455,7 +458,7 @@ class SunnyIslandRuntime(DeviceRuntime):
         if decision.events or now - self._saved_at >= STORE_SAVE_DELAY:
             self._saved_at = now
             self._store.async_delay_save(self._export_state)
-        self._coordinator.async_set_updated_data(self.data)
+        self._coordinator.async_show_own_change()
 
     def _bank_state(self, now: float) -> BankState | None:
         """The battery bank feeding this Sunny Island, combined now; None for other sources.
@@ -512,13 +515,13 @@ class SunnyIslandRuntime(DeviceRuntime):
                 },
             )
         with contextlib.suppress(Exception):
-            self._coordinator.async_set_updated_data(self.data)
+            self._coordinator.async_show_own_change()
 
     def _on_update_recovered(self) -> None:
         self.data.update_failing = False
         _LOGGER.info("%s: BMS update works again", self.entry.title)
         ir.async_delete_issue(self.hass, DOMAIN, update_failed_issue_id(self.entry.entry_id))
-        self._coordinator.async_set_updated_data(self.data)
+        self._coordinator.async_show_own_change()
 
     @callback
     def _on_guard(self, tripped: bool) -> None:
@@ -547,7 +550,7 @@ class SunnyIslandRuntime(DeviceRuntime):
         else:
             _LOGGER.info("%s: BMS updates reach the frames again", self.entry.title)
             ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-        self._coordinator.async_set_updated_data(self.data)
+        self._coordinator.async_show_own_change()
 
     def _si_value(self, key: str, now: float) -> float | None:
         """One of the SI's 0x305 battery values, None when 0x305 is older than a few seconds."""
@@ -759,7 +762,7 @@ class SunnyIslandRuntime(DeviceRuntime):
     @callback
     def _refresh_entities(self) -> None:
         self._refresh_handle = None
-        self._coordinator.async_set_updated_data(self.data)
+        self._coordinator.async_show_own_change()
 
     @callback
     def _on_link_state(self, up: bool, reason: str | None) -> None:
