@@ -72,6 +72,14 @@ def open_devices_and_services(page: Page) -> None:
     page.wait_for_url(re.compile(r"/config/integrations/dashboard$"))
 
 
+def start_adding_the_integration(page: Page) -> None:
+    """Devices & services → Add integration → SMA Victron Bridge: its flow's first step opens."""
+    open_devices_and_services(page)
+    page.get_by_role("button", name="Add integration").click()
+    page.get_by_placeholder("Search for a brand name").fill("SMA Victron Bridge")
+    page.get_by_role("button", name="SMA Victron Bridge", exact=True).click()
+
+
 def open_device(page: Page, entry_title: str) -> None:
     """Devices & services → SMA Victron Bridge → the device of the entry titled ``entry_title``."""
     open_devices_and_services(page)
@@ -152,10 +160,7 @@ def test_add_simulated_mppt_through_the_ui(
 ) -> None:
     """Add integration → SMA Victron Bridge → Simulated device → MPPT ends in success."""
     log_in(page, demo_site)
-    open_devices_and_services(page)
-    page.get_by_role("button", name="Add integration").click()
-    page.get_by_placeholder("Search for a brand name").fill("SMA Victron Bridge")
-    page.get_by_role("button", name="SMA Victron Bridge", exact=True).click()
+    start_adding_the_integration(page)
 
     flow = page.locator("dialog-data-entry-flow")
     page.get_by_text(SIMULATED_MENU_ENTRY, exact=True).click()
@@ -293,10 +298,7 @@ def test_add_a_battery_bank_through_the_ui(
 ) -> None:
     """Add device → Battery bank: the demo's JBD and JK packs become one battery with a page."""
     log_in(page, demo_site)
-    open_devices_and_services(page)
-    page.get_by_role("button", name="Add integration").click()
-    page.get_by_placeholder("Search for a brand name").fill("SMA Victron Bridge")
-    page.get_by_role("button", name="SMA Victron Bridge", exact=True).click()
+    start_adding_the_integration(page)
 
     flow = page.locator("dialog-data-entry-flow")
     flow.get_by_text(BANK_MENU_ENTRY, exact=True).click()

@@ -475,24 +475,34 @@ async def test_sunny_island_fed_by_pack_2(hass: HomeAssistant, bus_sim: JkPbBusS
     assert await hass.config_entries.async_unload(bus.entry_id)
 
 
+def forwarding_mppt(options: dict[str, Any] | None = None) -> MockConfigEntry:
+    """An MPPT entry (never set up) whose options flow offers the battery-sense sources."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="MPPT",
+        data={"device": "vedirect", "port": "/dev/null", "family": "mppt"},
+        options=options or {},
+    )
+
+
+async def forward_source_picker(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
+    """The options form's forward_source key (its default) and selector, the flow aborted."""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    schema = result["data_schema"]
+    assert schema is not None
+    hass.config_entries.options.async_abort(result["flow_id"])
+    return next(item for item in schema.schema.items() if str(item[0]) == "forward_source")
+
+
 async def test_forwarding_picker_lists_the_packs(
     hass: HomeAssistant, bus_sim: JkPbBusSimulator
 ) -> None:
     bus = bus_entry(bus_sim, addresses=[2])
     bus.add_to_hass(hass)
-    mppt = MockConfigEntry(
-        domain=DOMAIN,
-        title="MPPT",
-        data={"device": "vedirect", "port": "/dev/null", "family": "mppt"},
-    )
+    mppt = forwarding_mppt()
     mppt.add_to_hass(hass)
-    result = await hass.config_entries.options.async_init(mppt.entry_id)
-    schema = result["data_schema"]
-    assert schema is not None
-    source = next(key for key in schema.schema if str(key) == "forward_source")
-    offered = {
-        option["value"]: option["label"] for option in schema.schema[source].config["options"]
-    }
+    _key, picker = await forward_source_picker(hass, mppt)
+    offered = {option["value"]: option["label"] for option in picker.config["options"]}
     assert offered[f"{bus.entry_id}:2"] == "Bus pack 2"
     assert f"{bus.entry_id}:1" not in offered
 
@@ -502,26 +512,14 @@ async def test_forwarding_picker_drops_a_deleted_source(
 ) -> None:
     bus = bus_entry(bus_sim, addresses=[2])
     bus.add_to_hass(hass)
-    mppt = MockConfigEntry(
-        domain=DOMAIN,
-        title="MPPT",
-        data={"device": "vedirect", "port": "/dev/null", "family": "mppt"},
-        options={"forward_source": f"{bus.entry_id}:2", "stale_after": 30.0},
-    )
+    mppt = forwarding_mppt({"forward_source": f"{bus.entry_id}:2", "stale_after": 30.0})
     mppt.add_to_hass(hass)
-
-    async def preset() -> object:
-        result = await hass.config_entries.options.async_init(mppt.entry_id)
-        schema = result["data_schema"]
-        assert schema is not None
-        source = next(key for key in schema.schema if str(key) == "forward_source")
-        hass.config_entries.options.async_abort(result["flow_id"])
-        return source.default()
-
-    assert await preset() == f"{bus.entry_id}:2"
+    key, _picker = await forward_source_picker(hass, mppt)
+    assert key.default() == f"{bus.entry_id}:2"
     assert await hass.config_entries.async_remove(bus.entry_id)
     # Not offered any more, so not preset (the picker would refuse its own preset): "Off".
-    assert await preset() == "none"
+    key, _picker = await forward_source_picker(hass, mppt)
+    assert key.default() == "none"
 
 
 async def test_simulated_bus_from_the_simulated_menu(hass: HomeAssistant) -> None:
