@@ -30,7 +30,7 @@ import time
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from bench.pty_simulator import simulator_on_pty  # noqa: E402
+from bench.pty_simulator import simulator_on_pty, time_reads  # noqa: E402
 from custom_components.sma_victron_bridge.protocols import jk_serial  # noqa: E402
 from custom_components.sma_victron_bridge.protocols.bms_client import (  # noqa: E402
     BmsProtocol,
@@ -104,23 +104,13 @@ async def run() -> None:
         async with simulator_on_pty(SIMULATOR, path):
             client = SerialBmsClient(path, BmsProtocol.JK, request_timeout=REQUEST_TIMEOUT)
             try:
-                reading = await client.read()  # opens the port
-                cycles: list[float] = []
-                cpu: list[float] = []
-                wire: list[int] = []
-                while len(cycles) < CYCLES and time.perf_counter() - started < TIME_LIMIT:
-                    sent, received = client.bytes_sent, client.bytes_received
-                    cpu_start = time.process_time()
-                    wall_start = time.perf_counter()
-                    reading = await client.read()
-                    cycles.append(time.perf_counter() - wall_start)
-                    cpu.append(time.process_time() - cpu_start)
-                    wire.append(client.bytes_sent - sent + client.bytes_received - received)
+                timed = await time_reads(client, CYCLES, started + TIME_LIMIT)
             finally:
                 await client.close()
             # One more exchange outside the client, only to measure the reply's size.
             reply_frames = await _one_reply(path, request)
 
+    reading, cycles, cpu, wire = timed.reading, timed.cycles, timed.cpu, timed.wire_bytes
     assert len(reading.cell_voltages) == 16
     assert reading.current == -35.2
     (reply,) = reply_frames
